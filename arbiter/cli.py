@@ -1,0 +1,154 @@
+"""argv -> Config -> Arbiter. The only module that prints errors and calls sys.exit.
+
+The argument parser is generated from the settings registry; values are left
+as raw strings here and validated once, in ``arbiter.config.resolve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from arbiter import __version__
+from arbiter.config import Config, resolve
+from arbiter.errors import ArbiterError, ExitCode, UsageError
+from arbiter.settings import SETTINGS
+
+SECTIONS = {"app": "app", "sockets": "sockets", "workers": "workers and supervision",
+            "http": "HTTP", "tls": "TLS", "logging": "logging"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arbiter", description="Pre-fork process manager and ASGI server.",
+        epilog="Every setting can also come from ARBITER_<NAME> env vars or a --config file.")
+    groups = {key: parser.add_argument_group(title) for key, title in SECTIONS.items()}
+    for s in SETTINGS:
+        group = groups[s.section]
+        help_text = f"{s.help} [env {s.env_var}]".replace("%", "%%")
+        if s.kind == "positional":
+            group.add_argument(s.name, nargs="?", default=None, metavar=s.metavar, help=help_text)
+        elif s.kind == "bool":
+            group.add_argument(*s.flags, dest=s.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif s.kind == "list":
+            group.add_argument(*s.flags, dest=s.name, action="append", default=None,
+                               metavar=s.metavar, help=help_text)
+        else:
+            group.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar,
+                               help=help_text)
+    parser.add_argument("--check-config", action="store_true",
+                        help="Load the config and the app, then exit 0, or non-zero with the "
+                             "reason.")
+    parser.add_argument("--print-config", action="store_true",
+                        help="Print every resolved setting and where it came from, then exit.")
+    parser.add_argument("--version", action="version", version=f"arbiter {__version__}")
+    return parser
+
+
+def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str],
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Resolve all sources; reads the config file named by CLI, env or overrides."""
+    path = (overrides or {}).get("config") or cli_values.get("config") or \
+        environ.get("ARBITER_CONFIG")
+    file_values = read_config_file(path) if path else {}
+    return resolve(cli_values, environ, file_values, overrides)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    namespace: dict[str, Any] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
+    try:
+        exec(compile(source, path, "exec"), namespace)
+    except Exception as exc:
+        raise UsageError(f"config file {path} failed: {type(exc).__name__}: {exc}") from None
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and not isinstance(v, type(os))}
+
+
+def print_config(config: Config) -> None:
+    width = max(len(s.name) for s in SETTINGS)
+    for s in SETTINGS:
+        print(f"{s.name:<{width}} = {config.values[s.name]!r}  ({config.sources[s.name]})")
+
+
+def check_config(config: Config) -> None:
+    from arbiter import workerclass
+    from arbiter.importer import load_app
+
+    workerclass.resolve(config["worker_class"])
+    load_app(config["app"], config["app_dir"], config["factory"])
+
+
+def serve(config: Config, *, reexec_argv: list[str] | None, app_object: Any = None,
+          reload_config: Any = None) -> int:
+    """Start the master for a resolved config; returns its exit code."""
+    from arbiter import logs, workerclass
+    from arbiter.master import Arbiter
+
+    logs.setup(config["log_level"], config["error_log"], config["access_log_file"])
+    worker_cls = workerclass.resolve(config["worker_class"])
+    preloaded = app_object
+    if preloaded is None and config["preload"]:
+        from arbiter.importer import load_app
+        preloaded = load_app(config["app"], config["app_dir"], config["factory"])
+    if config["reload"]:
+        _warn_if_public(config)
+    arbiter = Arbiter(config, worker_entry=workerclass.make_entry(worker_cls,
+                                                                  config["worker_class"]),
+                      reload_config=reload_config, reexec_argv=reexec_argv,
+                      preloaded_app=preloaded,
+                      worker_class_name=f"{worker_cls.__module__}:{worker_cls.__qualname__}")
+    arbiter.start()
+    return arbiter.run()
+
+
+def _warn_if_public(config: Config) -> None:
+    import logging
+    for address in config.addresses:
+        if address.kind == "tcp" and address.host not in ("127.0.0.1", "localhost", "::1"):
+            logging.getLogger("arbiter.error").warning(
+                "--reload is for development only, and %s is reachable from other machines",
+                address)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = vars(build_parser().parse_args(argv))
+    check, show = args.pop("check_config"), args.pop("print_config")
+    environ = dict(os.environ)
+    try:
+        config = load_config(args, environ)
+        if show:
+            print_config(config)
+            sys.exit(ExitCode.OK)
+        if not config.app:
+            raise UsageError("no app given: run `arbiter module:app` (or set ARBITER_APP)")
+        if check:
+            check_config(config)
+            print(f"arbiter: config OK, app {config.app} loads")
+            sys.exit(ExitCode.OK)
+        code = serve(config, reexec_argv=["-m", "arbiter", *argv],
+                     reload_config=lambda: load_config(args, dict(os.environ)))
+    except ArbiterError as exc:
+        _fail(str(exc), exc.exit_code, exc)
+    except KeyboardInterrupt:
+        code = ExitCode.OK
+    sys.exit(code)
+
+
+def _fail(message: str, code: int, exc: BaseException) -> NoReturn:
+    cause = exc.__cause__
+    if code == ExitCode.APP_LOAD_ERROR and cause is not None and not isinstance(
+            cause, ModuleNotFoundError):
+        import traceback
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+    print(f"arbiter: error: {message}", file=sys.stderr)
+    sys.exit(code)

@@ -1,0 +1,84 @@
+"""The worker -> master pipe protocol: fixed-size frames, both halves.
+
+A worker writes BOOTED, READY, TICK(requests, connections) and DRAINING; the
+master decodes them. Only framing lives here: what a missing TICK means is the
+master policy's business. Frames are 12 bytes, so one write is atomic on a pipe.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from typing import NamedTuple
+
+_FRAME = struct.Struct("!BxxxII")
+FRAME_SIZE = _FRAME.size
+_U32 = 0xFFFFFFFF
+
+
+class Kind(enum.IntEnum):
+    BOOTED = 1  # the process is up, about to import the app
+    READY = 2  # app imported, lifespan started, serving
+    TICK = 3  # the event loop is alive; carries load counters
+    DRAINING = 4  # stopped accepting, finishing in-flight requests
+
+
+class Frame(NamedTuple):
+    kind: Kind
+    requests: int
+    connections: int
+
+
+class MasterGone(Exception):
+    """The master closed its end of the pipe: the worker should exit."""
+
+
+def encode(kind: Kind, requests: int = 0, connections: int = 0) -> bytes:
+    return _FRAME.pack(kind, min(requests, _U32), min(connections, _U32))
+
+
+class FrameDecoder:
+    """Turns a byte stream into frames; keeps a partial frame for the next feed."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[Frame]:
+        buffer = self._buffer + data
+        whole = len(buffer) - len(buffer) % FRAME_SIZE
+        frames = []
+        for offset in range(0, whole, FRAME_SIZE):
+            kind, requests, connections = _FRAME.unpack_from(buffer, offset)
+            try:
+                frames.append(Frame(Kind(kind), requests, connections))
+            except ValueError:
+                continue  # unknown kind from a newer worker: skip it, keep the stream aligned
+        self._buffer = buffer[whole:]
+        return frames
+
+
+class HeartbeatWriter:
+    """The worker's half. Never blocks: a full pipe means the master is behind."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def send(self, kind: Kind, requests: int = 0, connections: int = 0) -> None:
+        try:
+            os.write(self.fd, encode(kind, requests, connections))
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, OSError) as exc:
+            raise MasterGone(str(exc)) from None
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass

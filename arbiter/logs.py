@@ -1,0 +1,81 @@
+"""Logging setup for the master and (inherited across fork) its workers.
+
+Two loggers: ``arbiter.error`` (stderr or --error-log) and ``arbiter.access``
+(stdout or --access-log-file). File handlers reopen on SIGUSR1 so logrotate
+works. Library code only calls getLogger(); this module is the only one that
+installs handlers, and only the CLI calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+ERROR_LOGGER = "arbiter.error"
+ACCESS_LOGGER = "arbiter.access"
+
+
+class _Formatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))
+
+
+class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Appends to a file; reopen() picks up a file renamed away by logrotate."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(open(path, "a", buffering=1, encoding="utf-8"))
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            old = self.stream
+            self.stream = open(self.path, "a", buffering=1, encoding="utf-8")
+            old.close()
+        finally:
+            self.release()
+
+
+def setup(level: str, error_log: str | None, access_log_file: str | None) -> None:
+    error = logging.getLogger(ERROR_LOGGER)
+    error.handlers.clear()
+    handler: logging.Handler = (ReopenableFileHandler(error_log) if error_log
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(_Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
+    error.addHandler(handler)
+    error.setLevel(level.upper())
+    error.propagate = False
+
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers.clear()
+    ahandler: logging.Handler = (ReopenableFileHandler(access_log_file) if access_log_file
+                                 else logging.StreamHandler(sys.stdout))
+    ahandler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(ahandler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
+def reopen() -> None:
+    for name in (ERROR_LOGGER, ACCESS_LOGGER):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, ReopenableFileHandler):
+                handler.reopen()
+
+
+def flush() -> None:
+    for name in (ERROR_LOGGER, ACCESS_LOGGER):
+        for handler in logging.getLogger(name).handlers:
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def pid_prefix() -> str:
+    return f"[{os.getpid()}]"

@@ -1,0 +1,424 @@
+"""The Arbiter: the master process loop.
+
+Sleep until the next deadline, a heartbeat frame or a signal; feed what
+happened to the policy (``arbiter.policy``); carry out its actions with fork,
+kill and waitpid. Signal handlers only enqueue the signal number; the loop does
+the work. This module owns processes, not decisions.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from arbiter import heartbeat, pidfile, sockets, systemd
+from arbiter.config import Config
+from arbiter.errors import ExitCode
+from arbiter.policy import (
+    Action, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
+    Supervisor,
+)
+
+log = logging.getLogger("arbiter.error")
+
+ADOPT_ENV = "ARBITER_ADOPT_WORKERS"
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
+RSS_SAMPLE_INTERVAL_S = 1.0
+
+# A worker entry point: (slot, generation, config, listeners, heartbeat fd, preloaded app) -> code
+WorkerEntry = Callable[[int, int, Config, list[Any], int, Any], int]
+
+
+class _WorkerPipe:
+    __slots__ = ("pid", "fd", "decoder")
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd, self.decoder = pid, fd, heartbeat.FrameDecoder()
+
+
+class Arbiter:
+    """Supervises the workers of one server, from bind to exit."""
+
+    def __init__(self, config: Config, *, worker_entry: WorkerEntry,
+                 reload_config: Callable[[], Config] | None = None,
+                 reexec_argv: list[str] | None = None,
+                 preloaded_app: Any = None, worker_class_name: str = "") -> None:
+        self.config = config
+        self.worker_class_name = worker_class_name or config["worker_class"]
+        self.worker_entry = worker_entry
+        self.reload_config = reload_config
+        self.reexec_argv = reexec_argv
+        self.preloaded_app = preloaded_app
+        self.listeners: list[sockets.Listener] = []
+        self.pipes: dict[int, _WorkerPipe] = {}
+        self.configs: dict[int, Config] = {}
+        self.selector = selectors.DefaultSelector()
+        self.signals: collections.deque[int] = collections.deque()
+        self._wakeup_r = self._wakeup_w = -1
+        self._next_rss_sample = 0.0
+        self._announced_ready = False
+        self._reexecing = False
+        self.reloader: Any = None
+        arb = config.arbiter()
+        self.policy = Supervisor(self._policy_config(config), time.monotonic())
+        self.pid_file = arb.pid_file
+
+    # ---------------------------------------------------------------- setup
+
+    @staticmethod
+    def _policy_config(config: Config) -> PolicyConfig:
+        a = config.arbiter()
+        return PolicyConfig(
+            workers=a.workers, timeout_s=a.timeout_s, boot_timeout_s=a.boot_timeout_s,
+            graceful_timeout_s=a.graceful_timeout_s, max_requests=a.max_requests,
+            max_requests_jitter=a.max_requests_jitter, max_rss_mib=a.max_rss_mib,
+            max_lifetime_s=a.max_lifetime_s, max_recycling=a.max_recycling)
+
+    def start(self) -> None:
+        """Bind (or adopt) listeners and install signal handling. Raises typed errors."""
+        arb = self.config.arbiter()
+        self.listeners = sockets.open_listeners(arb.addresses, arb.backlog, arb.uds_mode,
+                                                os.environ)
+        if self.pid_file:
+            pidfile.write(self.pid_file, os.getpid())
+        os.environ.pop(sockets.INHERIT_ENV, None)
+        for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+        self.selector.register(self._wakeup_r, selectors.EVENT_READ)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._enqueue_signal)
+        self.configs[self.policy.generation] = self.config
+        self._adopt_workers()
+        if arb.reload:
+            from arbiter.reloader import StatReloader
+            self.reloader = StatReloader(arb.reload_dirs or [self.config["app_dir"]],
+                                         arb.reload_include, arb.reload_exclude)
+        _set_title(f"arbiter: master [{arb.proc_name}]")
+        for listener in self.listeners:
+            log.info("Listening at: %s (%d)", listener.url(), os.getpid())
+        log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
+
+    def _enqueue_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+
+    # ---------------------------------------------------------------- loop
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit code."""
+        try:
+            self.start_loop_actions()
+            while True:
+                now = time.monotonic()
+                timeout = self._sleep_budget(now)
+                for key, _ in self.selector.select(timeout):
+                    if key.fd == self._wakeup_r:
+                        _drain(self._wakeup_r)
+                    else:
+                        self._read_pipe(key.data)
+                now = time.monotonic()
+                while self.signals:
+                    self._handle_signal(self.signals.popleft(), now)
+                self._reap(now)
+                self._sample_rss(now)
+                self._poll_reloader(now)
+                code = self._execute(self.policy.tick(time.monotonic()))
+                if code is not None:
+                    return code
+        finally:
+            self._cleanup()
+
+    def start_loop_actions(self) -> None:
+        self._execute(self.policy.tick(time.monotonic()))
+
+    def _sleep_budget(self, now: float) -> float:
+        budget = self.policy.next_deadline(now) - now
+        if self.config.arbiter().max_rss_mib:
+            budget = min(budget, max(0.0, self._next_rss_sample - now))
+        if self.reloader is not None:
+            from arbiter.reloader import POLL_INTERVAL_S
+            budget = min(budget, POLL_INTERVAL_S)
+        return max(0.0, budget)
+
+    def _read_pipe(self, pipe: _WorkerPipe) -> None:
+        try:
+            data = os.read(pipe.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(pipe.pid)
+            return
+        now = time.monotonic()
+        for frame in pipe.decoder.feed(data):
+            self._execute(self.policy.frame(pipe.pid, frame, now))
+
+    def _close_pipe(self, pid: int) -> None:
+        pipe = self.pipes.pop(pid, None)
+        if pipe is not None:
+            self.selector.unregister(pipe.fd)
+            os.close(pipe.fd)
+
+    def _reap(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            pipe = self.pipes.get(pid)
+            if pipe is not None:  # frames written just before death still count
+                self._read_pipe(pipe)
+                self._close_pipe(pid)
+            if os.WIFSIGNALED(status):
+                exit_status = ExitStatus(sig=os.WTERMSIG(status))
+            else:
+                exit_status = ExitStatus(code=os.waitstatus_to_exitcode(status))
+            self._execute(self.policy.worker_exited(pid, exit_status, now))
+
+    def _sample_rss(self, now: float) -> None:
+        if not self.config.arbiter().max_rss_mib or now < self._next_rss_sample:
+            return
+        self._next_rss_sample = now + RSS_SAMPLE_INTERVAL_S
+        import psutil
+        for pid in self.policy.pids():
+            try:
+                rss = psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                continue
+            self.policy.rss_sample(pid, rss / (1024 * 1024))
+
+    def _poll_reloader(self, now: float) -> None:
+        if self.reloader is None or self.policy.stopping:
+            return
+        changed = self.reloader.changed()
+        if changed:
+            log.info("--reload: %s changed; reloading", ", ".join(changed[:3]))
+            self._reload(now)
+
+    # ---------------------------------------------------------------- signals
+
+    def _handle_signal(self, signum: int, now: float) -> None:
+        sig = signal.Signals(signum)
+        if sig == signal.SIGCHLD:
+            return  # reaping happens every pass
+        log.info("received %s", sig.name)
+        if sig == signal.SIGTERM:
+            systemd.stopping("graceful stop")
+            self._execute(self.policy.stop(graceful=True, now=now))
+        elif sig in (signal.SIGINT, signal.SIGQUIT):
+            systemd.stopping("quick stop")
+            self._execute(self.policy.stop(graceful=False, now=now))
+        elif sig == signal.SIGHUP:
+            if self.config.arbiter().preload:
+                log.info("--preload: a reload must load new code, so re-executing the master")
+                self._reexec()
+            else:
+                self._reload(now)
+        elif sig == signal.SIGTTIN:
+            self._execute(self.policy.scale(+1, now))
+        elif sig == signal.SIGTTOU:
+            self._execute(self.policy.scale(-1, now))
+        elif sig == signal.SIGUSR1:
+            from arbiter import logs
+            logs.reopen()
+            self._execute([Kill(pid, signal.SIGUSR1) for pid in self.policy.pids()])
+        elif sig == signal.SIGUSR2:
+            self._reexec()
+
+    def _reload(self, now: float) -> None:
+        if self.policy.stopping:
+            return
+        systemd.reloading("reloading")
+        new_config = self.config
+        if self.reload_config is not None:
+            try:
+                new_config = self.reload_config()
+            except Exception as exc:  # a broken config file must not stop the service
+                log.error("reload: cannot load the new config, keeping the old one: %s", exc)
+                systemd.ready("reload failed: invalid config; old generation serving")
+                return
+        if new_config.addresses != self.config.addresses:
+            log.warning("reload: bind addresses changed; that takes a restart, keeping the "
+                        "current listeners")
+        self.config = new_config
+        self.policy.config = self._policy_config(new_config)
+        self.policy.target = new_config.arbiter().workers
+        actions = self.policy.request_reload(now)
+        self.configs[self.policy.generation] = new_config
+        self._execute(actions)
+
+    # ---------------------------------------------------------------- actions
+
+    def _execute(self, actions: list[Action]) -> int | None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(action)
+            elif isinstance(action, Kill):
+                try:
+                    os.kill(action.pid, action.sig)
+                except ProcessLookupError:
+                    pass
+            elif isinstance(action, Log):
+                log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
+            elif isinstance(action, ReloadFailed):
+                self.configs.pop(action.generation, None)
+                self.config = self.configs.get(self.policy.generation, self.config)
+                self.policy.config = self._policy_config(self.config)
+                self.policy.target = self.config.arbiter().workers
+                systemd.ready(f"reload failed: {action.reason}")
+            elif isinstance(action, ReloadDone):
+                for generation in [g for g in self.configs if g < action.generation]:
+                    del self.configs[generation]
+                systemd.ready(f"generation {action.generation} serving")
+            elif isinstance(action, Halt):
+                return action.code
+        if not self._announced_ready and self.policy.ever_ready and not self.policy.stopping:
+            if self.policy.ready_count() >= self.policy.target:
+                self._announced_ready = True
+                log.info("all %d worker(s) ready", self.policy.target)
+                systemd.ready(f"{self.policy.target} worker(s) serving")
+        return None
+
+    def _spawn(self, spawn: Spawn) -> None:
+        config = self.configs.get(spawn.generation, self.config)
+        read_fd, write_fd = os.pipe()
+        if self.config.arbiter().preload:
+            gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            self._execute(self.policy.spawn_failed(spawn.slot, str(exc), time.monotonic()))
+            return
+        if pid == 0:  # child: never returns
+            os.close(read_fd)
+            self._become_worker(spawn, config, write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        pipe = _WorkerPipe(pid, read_fd)
+        self.pipes[pid] = pipe
+        self.selector.register(read_fd, selectors.EVENT_READ, pipe)
+        self.policy.worker_spawned(pid, spawn.slot, spawn.generation, time.monotonic())
+        log.debug("spawned worker %d (pid %d, generation %d)", spawn.slot, pid,
+                  spawn.generation)
+
+    def _become_worker(self, spawn: Spawn, config: Config, heartbeat_fd: int) -> None:
+        code = int(ExitCode.RUNTIME_ERROR)
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in HANDLED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            for pipe in self.pipes.values():
+                os.close(pipe.fd)
+            self.selector.close()
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
+            code = self.worker_entry(spawn.slot, spawn.generation, config,
+                                     [listener.sock for listener in self.listeners],
+                                     heartbeat_fd, self.preloaded_app)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d crashed", spawn.slot)
+        finally:
+            from arbiter import logs
+            logs.flush()
+            os._exit(code)
+
+    # ---------------------------------------------------------------- upgrade
+
+    def _reexec(self) -> None:
+        """Replace this master's program in place (same PID), keeping listeners and workers."""
+        if self.reexec_argv is None:
+            log.error("SIGUSR2: cannot re-exec a master started from Python; ignoring")
+            return
+        if self.policy.stopping:
+            return
+        env = dict(os.environ)
+        env.update(sockets.export_for_exec(self.listeners))
+        adopted = []
+        for pid, pipe in self.pipes.items():
+            record = self.policy.workers.get(pid)
+            if record is None or record.phase.value != "ready":
+                continue
+            os.set_inheritable(pipe.fd, True)
+            adopted.append(f"{pid}:{record.slot}:{pipe.fd}")
+        env[ADOPT_ENV] = ",".join(adopted)
+        log.info("re-executing the master in place (pid %d), handing over %d listener(s) and "
+                 "%d worker(s)", os.getpid(), len(self.listeners), len(adopted))
+        systemd.reloading("re-executing the master")
+        from arbiter import logs
+        logs.flush()
+        signal.set_wakeup_fd(-1)
+        # Stop or retire booting workers: the new master cannot adopt them mid-boot.
+        for pid, record in list(self.policy.workers.items()):
+            if record.phase.value != "ready":
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._reexecing = True
+        try:
+            os.execve(sys.executable, [sys.executable, *self.reexec_argv], env)
+        except OSError as exc:
+            self._reexecing = False
+            signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+            log.error("re-exec failed, the current master keeps running: %s", exc)
+
+    def _adopt_workers(self) -> None:
+        spec = os.environ.pop(ADOPT_ENV, "")
+        if not spec:
+            return
+        now = time.monotonic()
+        for item in spec.split(","):
+            pid_s, slot_s, fd_s = item.split(":")
+            pid, slot, fd = int(pid_s), int(slot_s), int(fd_s)
+            os.set_inheritable(fd, False)
+            os.set_blocking(fd, False)
+            pipe = _WorkerPipe(pid, fd)
+            self.pipes[pid] = pipe
+            self.selector.register(fd, selectors.EVENT_READ, pipe)
+            self.policy.adopt(pid, slot, now)
+        log.info("adopted %d worker(s) from the previous master; replacing them", len(self.pipes))
+
+    # ---------------------------------------------------------------- exit
+
+    def _cleanup(self) -> None:
+        if self._reexecing:
+            return
+        for listener in self.listeners:
+            listener.close(unlink=True)
+        if self.pid_file:
+            pidfile.remove(self.pid_file, os.getpid())
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)

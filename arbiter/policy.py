@@ -1,0 +1,515 @@
+"""The master's decisions, as a pure core: (worker table, clock, event) -> actions.
+
+Nothing here forks, signals, sleeps or reads the clock: the master loop feeds in
+events with the current monotonic time and carries out the returned actions
+(Spawn, Kill, Log, Halt, ReloadFailed). That keeps every supervision rule --
+readiness-gated replacement, canary reloads, two timeouts, recycling limits,
+crash backoff, first-generation halts -- testable with a fake clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import random
+import signal
+from collections.abc import Iterable
+
+from arbiter.errors import ExitCode
+from arbiter.heartbeat import Frame, Kind
+
+ABORT_GRACE_S = 3.0  # after SIGABRT, time for faulthandler to write tracebacks
+QUICK_STOP_S = 5.0  # after SIGQUIT, time before SIGKILL
+STABLE_AFTER_S = 10.0  # a worker ready this long resets its slot's crash streak
+MAX_BACKOFF_S = 30.0
+RSS_STRIKES = 3  # consecutive samples over --max-rss before recycling
+IDLE_WAKEUP_S = 5.0
+
+
+class Phase(enum.Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    RETIRING = "retiring"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    workers: int
+    timeout_s: float = 30.0
+    boot_timeout_s: float = 60.0
+    graceful_timeout_s: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_rss_mib: int = 0
+    max_lifetime_s: float = 0.0
+    max_recycling: int = 1
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclasses.dataclass(frozen=True)
+class Spawn:
+    slot: int
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Kill:
+    pid: int
+    sig: signal.Signals
+
+
+@dataclasses.dataclass(frozen=True)
+class Log:
+    level: str  # "debug" | "info" | "warning" | "error" | "critical"
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Halt:
+    code: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadFailed:
+    generation: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadDone:
+    generation: int
+
+
+Action = Spawn | Kill | Log | Halt | ReloadFailed | ReloadDone
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitStatus:
+    code: int | None = None
+    sig: int | None = None
+
+    def describe(self) -> str:
+        if self.sig is not None:
+            name = _signal_name(self.sig)
+            if self.sig == signal.SIGKILL:
+                return f"was killed by {name} (perhaps out of memory?)"
+            return f"was killed by {name}"
+        meaning = {3: " (boot error)", 4: " (app import error)"}.get(self.code or 0, "")
+        return f"exited with code {self.code}{meaning}"
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+# ------------------------------------------------------------------ table
+
+
+@dataclasses.dataclass
+class WorkerRecord:
+    pid: int
+    slot: int
+    generation: int
+    spawned_at: float
+    max_requests: int = 0
+    phase: Phase = Phase.BOOTING
+    last_beat: float = 0.0
+    ready_at: float | None = None
+    requests: int = 0
+    connections: int = 0
+    recycle_reason: str | None = None
+    aborted_at: float | None = None
+    retired_at: float | None = None
+    kill_sent: bool = False
+    boot_timed_out: bool = False
+    rss_strikes: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.slot} (pid {self.pid}, generation {self.generation})"
+
+
+@dataclasses.dataclass
+class _Reload:
+    generation: int
+    previous: int
+    canary_ready: bool = False
+
+
+@dataclasses.dataclass
+class _Backoff:
+    streak: int = 0
+    not_before: float = 0.0
+
+
+class Supervisor:
+    """The worker table and every rule about it."""
+
+    def __init__(self, config: PolicyConfig, now: float, rng: random.Random | None = None):
+        self.config = config
+        self.target = config.workers
+        self.generation = 1
+        self._next_generation = 2
+        self.workers: dict[int, WorkerRecord] = {}
+        self.ever_ready = False
+        self.stopping = False
+        self.exit_code: int = ExitCode.OK
+        self._stop_deadline = 0.0
+        self._graceful = True
+        self._reload: _Reload | None = None
+        self._backoff: dict[int, _Backoff] = {}
+        self._last_tick = now
+        self._rng = rng or random.Random()
+
+    # -------------------------------------------------------------- queries
+
+    @property
+    def reloading(self) -> bool:
+        return self._reload is not None
+
+    def ready_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.phase is Phase.READY)
+
+    def _current(self, w: WorkerRecord) -> bool:
+        return (w.generation == self.generation and w.recycle_reason is None
+                and w.phase is not Phase.RETIRING)
+
+    def _split(self) -> tuple[list[WorkerRecord], list[WorkerRecord], list[WorkerRecord],
+                              list[WorkerRecord]]:
+        ready_cur, boot_cur, ready_old, boot_old = [], [], [], []
+        for w in self.workers.values():
+            if w.phase is Phase.RETIRING:
+                continue
+            current = self._current(w)
+            if w.phase is Phase.READY:
+                (ready_cur if current else ready_old).append(w)
+            else:
+                (boot_cur if current else boot_old).append(w)
+        return ready_cur, boot_cur, ready_old, boot_old
+
+    # -------------------------------------------------------------- events
+
+    def worker_spawned(self, pid: int, slot: int, generation: int, now: float) -> None:
+        limit = self.config.max_requests
+        if limit and self.config.max_requests_jitter:
+            limit += self._rng.randint(0, self.config.max_requests_jitter)
+        self.workers[pid] = WorkerRecord(pid, slot, generation, now, max_requests=limit,
+                                         last_beat=now)
+
+    def adopt(self, pid: int, slot: int, now: float) -> None:
+        """Take over a ready worker of a previous master (after an in-place re-exec).
+
+        Adopted workers form generation 0; generation 1 replaces them like a
+        reload, canary first, so a broken upgrade leaves them serving.
+        """
+        self.workers[pid] = WorkerRecord(pid, slot, 0, now, phase=Phase.READY, last_beat=now,
+                                         ready_at=now)
+        self.ever_ready = True
+        if self._reload is None:
+            self._reload = _Reload(self.generation, previous=0)
+
+    def spawn_failed(self, slot: int, error: str, now: float) -> list[Action]:
+        self._bump_backoff(slot, now, stable=False)
+        return [Log("error", f"cannot fork worker {slot}: {error}")]
+
+    def frame(self, pid: int, frame: Frame, now: float) -> list[Action]:
+        w = self.workers.get(pid)
+        if w is None:
+            return []
+        w.last_beat = now
+        if frame.kind is Kind.TICK or frame.kind is Kind.READY:
+            w.requests, w.connections = frame.requests, frame.connections
+        if frame.kind is Kind.READY and w.phase is Phase.BOOTING:
+            w.phase, w.ready_at = Phase.READY, now
+            self.ever_ready = True
+            actions: list[Action] = [Log("info", f"{w.name} is ready "
+                                                 f"({now - w.spawned_at:.2f} s to boot)")]
+            r = self._reload
+            if r and w.generation == r.generation and not r.canary_ready:
+                r.canary_ready = True
+                actions.append(Log("info", f"reload: canary {w.name} is ready; replacing the "
+                                           f"other workers"))
+            return actions
+        if frame.kind is Kind.DRAINING and w.phase is not Phase.RETIRING:
+            w.phase, w.retired_at = Phase.RETIRING, now
+        return []
+
+    def rss_sample(self, pid: int, rss_mib: float) -> None:
+        w = self.workers.get(pid)
+        if w is None or not self.config.max_rss_mib:
+            return
+        w.rss_strikes = w.rss_strikes + 1 if rss_mib > self.config.max_rss_mib else 0
+
+    def worker_exited(self, pid: int, status: ExitStatus, now: float) -> list[Action]:
+        w = self.workers.pop(pid, None)
+        if w is None:
+            return []  # not ours (we may be PID 1): reaped quietly
+        how = status.describe()
+        if self.stopping:
+            return [Log("info", f"{w.name} {how}")]
+        if w.phase is Phase.RETIRING:
+            return [Log("info", f"{w.name} retired ({w.recycle_reason or 'replaced'}); it {how}")]
+        booting = w.phase is Phase.BOOTING
+        boot_failure = booting and (status.code in (ExitCode.BOOT_ERROR,
+                                                    ExitCode.APP_LOAD_ERROR)
+                                    or w.boot_timed_out)
+        if booting and not self.ever_ready and w.generation == 1:
+            code = status.code if status.code in (ExitCode.BOOT_ERROR,
+                                                  ExitCode.APP_LOAD_ERROR) else ExitCode.BOOT_ERROR
+            return [Log("error", f"{w.name} failed to boot: it {how}; stopping, since the "
+                                 f"first generation cannot start"), *self.halt(code, now)]
+        r = self._reload
+        if booting and r and w.generation == r.generation and not r.canary_ready:
+            return self._abort_reload(r, f"canary {w.name} failed to boot: it {how}", now)
+        level = "error" if booting or boot_failure else "warning"
+        actions: list[Action] = [Log(level, f"{w.name} {how}"
+                                            f"{' while booting' if booting else ''}")]
+        if self._current(w) or w.generation == self.generation:
+            delay = self._bump_backoff(w.slot, now, stable=self._was_stable(w, now))
+            if delay > 0:
+                actions.append(Log("warning", f"worker {w.slot} keeps dying; next restart in "
+                                              f"{delay:.1f} s"))
+        return actions
+
+    def request_reload(self, now: float) -> list[Action]:
+        if self.stopping:
+            return []
+        actions: list[Action] = []
+        previous = self.generation
+        if self._reload:
+            previous = self._reload.previous if not self._reload.canary_ready else previous
+            actions.append(Log("info", f"reload: restarting generation {self.generation}'s "
+                                       f"reload with the newest config"))
+        self.generation = self._next_generation
+        self._next_generation += 1
+        self._reload = _Reload(self.generation, previous)
+        actions.append(Log("info", f"reload: starting generation {self.generation}"))
+        return actions + self.tick(now)
+
+    def scale(self, delta: int, now: float) -> list[Action]:
+        if self.stopping:
+            return []
+        before = self.target
+        self.target = max(1, self.target + delta)
+        if self.target == before:
+            return [Log("info", f"already at the minimum of {before} worker")]
+        return [Log("info", f"workers: {before} -> {self.target}"), *self.tick(now)]
+
+    def stop(self, graceful: bool, now: float) -> list[Action]:
+        if self.stopping and (graceful or not self._graceful):
+            return []  # already stopping at least this hard
+        self.stopping = True
+        self._graceful = graceful
+        sig = signal.SIGTERM if self._graceful else signal.SIGQUIT
+        wait = self.config.graceful_timeout_s if self._graceful else QUICK_STOP_S
+        self._stop_deadline = now + wait
+        kind = "graceful" if self._graceful else "quick"
+        actions: list[Action] = [Log("info", f"{kind} stop of {len(self.workers)} worker(s)")]
+        for w in self.workers.values():
+            actions.append(Kill(w.pid, sig))
+            w.retired_at = w.retired_at or now
+        return actions
+
+    def halt(self, code: int, now: float) -> list[Action]:
+        self.exit_code = code
+        return self.stop(graceful=False, now=now)
+
+    # -------------------------------------------------------------- the clock
+
+    def tick(self, now: float) -> list[Action]:
+        """Check deadlines and reconcile the table with the target."""
+        gap = now - self._last_tick
+        self._last_tick = now
+        if self.stopping:
+            return self._tick_stopping(now)
+        actions: list[Action] = []
+        if gap > self._suspend_gap():
+            actions.append(Log("warning", f"the master was suspended for {gap:.1f} s; "
+                                          f"giving workers a fresh heartbeat deadline"))
+            for w in self.workers.values():
+                w.last_beat = max(w.last_beat, now)
+        actions += self._check_deadlines(now)
+        if self.stopping:
+            return actions
+        actions += self._mark_recycles(now)
+        actions += self._reconcile(now)
+        return actions
+
+    def next_deadline(self, now: float) -> float:
+        c = self.config
+        deadlines = [now + IDLE_WAKEUP_S]
+        if self.stopping:
+            deadlines.append(self._stop_deadline)
+        for w in self.workers.values():
+            if w.phase is Phase.BOOTING and c.boot_timeout_s and not w.kill_sent:
+                deadlines.append(w.spawned_at + c.boot_timeout_s)
+            elif c.timeout_s and not w.kill_sent:
+                deadlines.append(w.aborted_at + ABORT_GRACE_S if w.aborted_at
+                                 else w.last_beat + c.timeout_s)
+            if w.retired_at and not self.stopping and not w.kill_sent:
+                deadlines.append(w.retired_at + c.graceful_timeout_s)
+            if c.max_lifetime_s and w.phase is Phase.READY and not w.recycle_reason:
+                deadlines.append(w.spawned_at + c.max_lifetime_s)
+        for b in self._backoff.values():
+            if b.not_before > now:
+                deadlines.append(b.not_before)
+        return max(now, min(deadlines))
+
+    # -------------------------------------------------------------- internals
+
+    def _suspend_gap(self) -> float:
+        timeout = self.config.timeout_s or 30.0
+        return max(2.0, min(timeout / 2, IDLE_WAKEUP_S * 2))
+
+    def _tick_stopping(self, now: float) -> list[Action]:
+        if not self.workers:
+            return [Halt(self.exit_code)]
+        if now < self._stop_deadline:
+            return []
+        pending = [w for w in self.workers.values() if not w.kill_sent]
+        if not pending:
+            return []
+        for w in pending:
+            w.kill_sent = True
+        what = (f"still busy after the graceful timeout of {self.config.graceful_timeout_s:g} s"
+                if self._graceful else "still running after a quick stop")
+        return [Log("warning", f"{len(pending)} worker(s) {what}: killing "
+                               f"{', '.join(str(w.pid) for w in pending)}"),
+                *(Kill(w.pid, signal.SIGKILL) for w in pending)]
+
+    def _check_deadlines(self, now: float) -> list[Action]:
+        c = self.config
+        actions: list[Action] = []
+        for w in list(self.workers.values()):
+            if w.kill_sent:
+                continue
+            if w.phase is Phase.BOOTING:
+                if c.boot_timeout_s and now - w.spawned_at > c.boot_timeout_s:
+                    w.kill_sent = w.boot_timed_out = True
+                    actions += [Log("error", f"{w.name} did not become ready within the boot "
+                                             f"timeout of {c.boot_timeout_s:g} s; killing it"),
+                                Kill(w.pid, signal.SIGKILL)]
+                continue
+            silent = now - w.last_beat
+            if w.aborted_at is not None:
+                if now - w.aborted_at >= ABORT_GRACE_S:
+                    w.kill_sent = True
+                    actions.append(Kill(w.pid, signal.SIGKILL))
+            elif c.timeout_s and silent > c.timeout_s:
+                w.aborted_at = now
+                actions += [Log("critical", f"WORKER TIMEOUT: {w.name} has been silent for "
+                                            f"{silent:.1f} s (--timeout {c.timeout_s:g}); "
+                                            f"aborting it, its tracebacks follow"),
+                            Kill(w.pid, signal.SIGABRT)]
+            elif (w.phase is Phase.RETIRING and w.retired_at is not None
+                  and now - w.retired_at > c.graceful_timeout_s):
+                w.kill_sent = True
+                actions += [Log("warning", f"{w.name} still busy after the graceful timeout of "
+                                           f"{c.graceful_timeout_s:g} s; killing it"),
+                            Kill(w.pid, signal.SIGKILL)]
+        r = self._reload
+        if r and not r.canary_ready:
+            for w in self.workers.values():
+                if w.generation == r.generation and w.boot_timed_out:
+                    return actions + self._abort_reload(
+                        r, f"canary {w.name} did not boot within {c.boot_timeout_s:g} s", now)
+        return actions
+
+    def _mark_recycles(self, now: float) -> list[Action]:
+        if self._reload:
+            return []
+        c = self.config
+        busy = sum(1 for w in self.workers.values() if w.recycle_reason)
+        actions: list[Action] = []
+        for w in sorted(self.workers.values(), key=lambda w: w.spawned_at):
+            if busy >= c.max_recycling:
+                break
+            if w.phase is not Phase.READY or w.recycle_reason:
+                continue
+            reason = None
+            if w.max_requests and w.requests >= w.max_requests:
+                reason = f"served {w.requests} requests (--max-requests)"
+            elif c.max_rss_mib and w.rss_strikes >= RSS_STRIKES:
+                reason = f"RSS above {c.max_rss_mib} MiB for {w.rss_strikes} samples (--max-rss)"
+            elif c.max_lifetime_s and now - w.spawned_at >= c.max_lifetime_s:
+                reason = f"alive for {now - w.spawned_at:.0f} s (--max-lifetime)"
+            if reason:
+                w.recycle_reason = reason
+                busy += 1
+                actions.append(Log("info", f"recycling {w.name}: {reason}"))
+        return actions
+
+    def _reconcile(self, now: float) -> list[Action]:
+        ready_cur, boot_cur, ready_old, boot_old = self._split()
+        actions: list[Action] = []
+        # obsolete workers that are not serving yet are useless: stop them
+        for w in boot_old:
+            actions += self._retire(w, now, "superseded before it was ready")
+        # spawn towards the target; during a reload only the canary boots first
+        r = self._reload
+        used = {w.slot for w in ready_cur + boot_cur}
+        room = self.target - len(ready_cur) - len(boot_cur)
+        if r and not r.canary_ready:
+            room = min(room, 1 - len(boot_cur))
+        for slot in range(1, self.target + 1):
+            if room <= 0:
+                break
+            if slot in used or self._backoff.get(slot, _Backoff()).not_before > now:
+                continue
+            actions.append(Spawn(slot, self.generation))
+            room -= 1
+        # retire obsolete ready workers only while capacity stays at the target
+        capacity = len(ready_cur) + len(ready_old)
+        for w in sorted(ready_old, key=lambda w: w.spawned_at):
+            if capacity - 1 < self.target:
+                break
+            capacity -= 1
+            actions += self._retire(w, now, w.recycle_reason or "old generation")
+        # scaled down: retire surplus current workers, booting ones first
+        surplus = len(ready_cur) + len(boot_cur) - self.target
+        for w in sorted(boot_cur, key=lambda w: -w.slot)[:max(0, surplus)]:
+            actions += self._retire(w, now, "scaled down")
+            surplus -= 1
+        if surplus > 0 and len(ready_cur) > self.target:
+            for w in sorted(ready_cur, key=lambda w: -w.slot)[:surplus]:
+                actions += self._retire(w, now, "scaled down")
+        if r and r.canary_ready and not any(
+                w.generation != r.generation for w in self.workers.values()):
+            self._reload = None
+            actions += [Log("info", f"reload: generation {r.generation} is serving"),
+                        ReloadDone(r.generation)]
+        return actions
+
+    def _retire(self, w: WorkerRecord, now: float, why: str) -> list[Action]:
+        w.phase, w.retired_at = Phase.RETIRING, now
+        w.recycle_reason = w.recycle_reason or why
+        return [Log("info", f"retiring {w.name}: {why}"), Kill(w.pid, signal.SIGTERM)]
+
+    def _abort_reload(self, r: _Reload, why: str, now: float) -> list[Action]:
+        self._reload = None
+        self.generation = r.previous
+        actions: list[Action] = [
+            Log("error", f"reload aborted: {why}; generation {r.previous} keeps serving"),
+            ReloadFailed(r.generation, why)]
+        for w in list(self.workers.values()):
+            if w.generation == r.generation and w.phase is not Phase.RETIRING:
+                actions += self._retire(w, now, "reload aborted")
+        return actions
+
+    def _was_stable(self, w: WorkerRecord, now: float) -> bool:
+        return w.ready_at is not None and now - w.ready_at >= STABLE_AFTER_S
+
+    def _bump_backoff(self, slot: int, now: float, stable: bool) -> float:
+        b = self._backoff.setdefault(slot, _Backoff())
+        b.streak = 0 if stable else b.streak + 1
+        delay = 0.0 if b.streak <= 1 else min(0.5 * 2 ** (b.streak - 2), MAX_BACKOFF_S)
+        b.not_before = now + delay
+        return delay
+
+    def pids(self) -> Iterable[int]:
+        return list(self.workers)

@@ -1,0 +1,53 @@
+"""--reload: notice source changes by polling mtimes (development only).
+
+The master calls ``changed()`` from its loop about twice a second; a change
+starts the same rolling reload as SIGHUP, so the socket stays bound.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+POLL_INTERVAL_S = 0.5
+
+
+class StatReloader:
+    def __init__(self, dirs: Iterable[str], include: Iterable[str],
+                 exclude: Iterable[str]) -> None:
+        self.dirs = [Path(d).resolve() for d in dirs] or [Path.cwd()]
+        self.include = tuple(include) or ("*.py",)
+        self.exclude = tuple(exclude)
+        self._mtimes = self._scan()
+
+    def _wanted(self, path: Path) -> bool:
+        name = path.name
+        if any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(str(path), p) for p in self.exclude):
+            return False
+        return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(str(path), p)
+                   for p in self.include)
+
+    def _scan(self) -> dict[str, float]:
+        seen: dict[str, float] = {}
+        for root in self.dirs:
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                               and d not in ("__pycache__", "node_modules")
+                               and not any(fnmatch.fnmatch(d, p) for p in self.exclude)]
+                for filename in filenames:
+                    path = Path(dirpath, filename)
+                    if self._wanted(path):
+                        try:
+                            seen[str(path)] = path.stat().st_mtime
+                        except OSError:
+                            pass
+        return seen
+
+    def changed(self) -> list[str]:
+        """Files added, removed or modified since the last call."""
+        now = self._scan()
+        diff = [p for p in now.keys() | self._mtimes.keys() if now.get(p) != self._mtimes.get(p)]
+        self._mtimes = now
+        return sorted(diff)

@@ -1,0 +1,87 @@
+"""AsgiWorker: load the app, run lifespan, serve HTTP on the inherited sockets.
+
+The built-in worker classes differ only in their event loop: UvloopWorker
+(the default when uvloop is installed) and AsyncioWorker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from workers.base import Worker
+from workers.lifespan import Lifespan
+
+log = logging.getLogger("arbiter.error")
+
+
+class AsgiWorker(Worker):
+    """Serves an ASGI 3 app over HTTP/1.1. Override ``wrap_app`` to add middleware."""
+
+    server: Any = None
+
+    def wrap_app(self, app: Any) -> Any:
+        return app
+
+    def load_counters(self) -> tuple[int, int]:
+        if self.server is None:
+            return 0, 0
+        return self.server.requests_total, self.server.connection_count
+
+    async def serve(self) -> int:
+        from workers.http import HttpServer
+
+        assert self.stop_requested is not None and self.loop is not None
+        app = self.wrap_app(self.load_app())
+        state: dict[str, Any] = {}
+        lifespan = Lifespan(app, self.config.lifespan, state)
+        await lifespan.startup()
+        if self.stop_requested.is_set():
+            await lifespan.shutdown()
+            return 0
+        self.server = HttpServer(app, self.config.http, lifespan_state=state, loop=self.loop)
+        await self.server.start(self.sockets)
+        self.notify_ready()
+        await self.stop_requested.wait()
+        if self.quick_stop:
+            self.server.close_now()
+            return 0
+        self.notify_draining()
+        if not await self._drain():
+            return 0
+        await lifespan.shutdown()
+        return 0
+
+    async def _drain(self) -> bool:
+        """Graceful shutdown of the HTTP server; a quick-stop signal cuts it short."""
+        assert self.stop_requested is not None
+        self.stop_requested.clear()
+        shutdown = asyncio.ensure_future(self.server.shutdown())
+        while not shutdown.done():
+            interrupt = asyncio.ensure_future(self.stop_requested.wait())
+            await asyncio.wait({shutdown, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+            interrupt.cancel()
+            self.stop_requested.clear()
+            if self.quick_stop and not shutdown.done():
+                self.server.close_now()
+                shutdown.cancel()
+                return False
+        if not shutdown.result():
+            log.warning("worker %d: connections still busy after the graceful timeout were "
+                        "closed", self.slot)
+        return True
+
+
+class AsyncioWorker(AsgiWorker):
+    loop_factory = asyncio.new_event_loop
+
+
+def _uvloop_factory() -> asyncio.AbstractEventLoop:
+    import uvloop
+
+    return uvloop.new_event_loop()
+
+
+class UvloopWorker(AsgiWorker):
+    loop_factory = staticmethod(_uvloop_factory)

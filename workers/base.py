@@ -1,0 +1,220 @@
+"""Worker: the plug-in contract between the master and a worker process.
+
+Everything a worker does after the fork that is not about a protocol lives
+here: process title, parent-death signal, faulthandler for SIGABRT, event-loop
+signal handlers, and the heartbeat timer that runs *on the event loop* (so a
+loop blocked by app code goes silent and the master's --timeout catches it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import faulthandler
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from arbiter.config import WorkerConfig
+from arbiter.errors import AppLoadError, BootError, ExitCode
+from arbiter.heartbeat import HeartbeatWriter, Kind, MasterGone
+from arbiter.importer import load_app
+
+log = logging.getLogger("arbiter.error")
+
+PR_SET_PDEATHSIG = 1
+
+
+class Worker:
+    """Base class of every worker; subclass it to plug in your own.
+
+    The master forks, then calls ``WorkerClass(**kwargs).run()`` in the child
+    and exits with the code it returns. Keyword arguments, all stable API:
+
+    - ``slot`` (1..N) and ``generation``: the worker's place and reload epoch;
+    - ``config``: the frozen ``arbiter.config.WorkerConfig`` slice;
+    - ``sockets``: the listening sockets bound by the master (never close or
+      unlink the originals: the master keeps serving them to other workers);
+    - ``heartbeat_fd``: the write end of this worker's pipe to the master;
+    - ``master_pid``: to notice the master's death;
+    - ``app``: the app object when the master preloaded it, else None.
+
+    A subclass implements ``async def serve(self) -> int``. It must call
+    ``self.notify_ready()`` once it is serving (the app imported, lifespan
+    startup done), then await ``self.stop_requested`` and stop: gracefully
+    unless ``self.quick_stop`` is set. ``load_counters()`` feeds the TICK
+    frames (requests served, open connections). Raise ``AppLoadError`` (exit
+    4) or ``BootError`` (exit 3) when the app cannot start. Set
+    ``loop_factory`` to choose the event loop.
+    """
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+
+    def __init__(self, *, slot: int, generation: int, config: WorkerConfig,
+                 sockets: list[Any], heartbeat_fd: int, master_pid: int,
+                 app: Any = None) -> None:
+        self.slot = slot
+        self.generation = generation
+        self.config = config
+        self.sockets = sockets
+        self.heartbeat = HeartbeatWriter(heartbeat_fd)
+        self.master_pid = master_pid
+        self.app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_requested: asyncio.Event | None = None
+        self.quick_stop = False
+        self.ready = False
+        self._tick_interval_s = max(0.2, min(1.0, config.timeout_s / 5)) \
+            if config.timeout_s else 1.0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Post-fork setup, then run ``serve()`` on a fresh event loop."""
+        self.setup_process()
+        try:
+            self.heartbeat.send(Kind.BOOTED)
+            loop = type(self).loop_factory()
+            self.loop = loop
+            asyncio.set_event_loop(loop)
+            self.stop_requested = asyncio.Event()
+            self.install_signal_handlers(loop)
+            try:
+                return loop.run_until_complete(self.serve())
+            finally:
+                self.cancel_leftover_tasks(loop)
+                loop.close()
+        except AppLoadError as exc:
+            log.error("worker %d: %s", self.slot, _describe(exc))
+            return ExitCode.APP_LOAD_ERROR
+        except BootError as exc:
+            log.error("worker %d failed to boot: %s", self.slot, exc)
+            return ExitCode.BOOT_ERROR
+        except MasterGone:
+            log.warning("worker %d: the master is gone; exiting", self.slot)
+            return ExitCode.OK
+
+    async def serve(self) -> int:
+        raise NotImplementedError
+
+    def setup_process(self) -> None:
+        _set_title(f"arbiter: worker {self.slot} [{self.config.proc_name}]")
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.master_pid:
+            raise SystemExit(0)  # the master died between fork and prctl
+        # SIGABRT from the master (--timeout) dumps every thread's traceback, then dies
+        faulthandler.enable(file=_error_stream(), all_threads=True)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master decides about reloads
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, False)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, True)
+        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+
+    def request_stop(self, quick: bool) -> None:
+        self.quick_stop = self.quick_stop or quick
+        assert self.stop_requested is not None
+        self.stop_requested.set()
+
+    def reopen_logs(self) -> None:
+        from arbiter import logs
+        logs.reopen()
+        faulthandler.enable(file=_error_stream(), all_threads=True)
+
+    # ------------------------------------------------------------ heartbeat
+
+    def notify_ready(self) -> None:
+        """Tell the master this worker serves; start the event-loop heartbeat."""
+        requests, connections = self.load_counters()
+        self.heartbeat.send(Kind.READY, requests, connections)
+        self.ready = True
+        assert self.loop is not None
+        self.loop.call_later(self._tick_interval_s, self._tick)
+
+    def notify_draining(self) -> None:
+        try:
+            self.heartbeat.send(Kind.DRAINING, *self.load_counters())
+        except MasterGone:
+            pass
+
+    def load_counters(self) -> tuple[int, int]:
+        return 0, 0
+
+    def _tick(self) -> None:
+        assert self.loop is not None
+        try:
+            self.heartbeat.send(Kind.TICK, *self.load_counters())
+        except MasterGone:
+            self._master_gone()
+            return
+        if os.getppid() != self.master_pid:
+            self._master_gone()
+            return
+        self.loop.call_later(self._tick_interval_s, self._tick)
+
+    def _master_gone(self) -> None:
+        if not (self.stop_requested and self.stop_requested.is_set()):
+            log.warning("worker %d: the master is gone; stopping", self.slot)
+            self.request_stop(False)
+
+    # ------------------------------------------------------------ app loading
+
+    def load_app(self) -> Any:
+        """Import the app named in the config (or use the preloaded one)."""
+        if self.app is not None:
+            return self.app
+        return load_app(self.config.app, self.config.app_dir, self.config.factory)
+
+    @staticmethod
+    def cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def _describe(exc: AppLoadError) -> str:
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, ModuleNotFoundError):
+        return str(exc)
+    import traceback
+    detail = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    return f"{exc}\n{detail.rstrip()}"
+
+
+def _error_stream() -> Any:
+    for handler in logging.getLogger("arbiter.error").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            try:
+                stream.fileno()
+            except (OSError, ValueError):
+                continue
+            return stream
+    return sys.stderr
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)

@@ -1,0 +1,96 @@
+"""The ASGI lifespan protocol (spec 2.0) for one worker.
+
+Startup runs before the worker reports READY; a failure raises BootError so
+the worker exits with the boot-error code. In ``auto`` mode an app that raises
+before it ever calls ``receive()`` is taken not to support lifespan (logged,
+not fatal); one that fails after receiving the startup event failed for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arbiter.errors import BootError
+
+log = logging.getLogger("arbiter.error")
+
+
+class Lifespan:
+    def __init__(self, app: Any, mode: str, state: dict[str, Any]) -> None:
+        self.app = app
+        self.mode = mode
+        self.state = state
+        self.supported = mode != "off"
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._startup_done: asyncio.Future[dict[str, Any]] | None = None
+        self._shutdown_done: asyncio.Future[dict[str, Any]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._received = False
+
+    async def startup(self) -> None:
+        if not self.supported:
+            return
+        loop = asyncio.get_running_loop()
+        self._startup_done = loop.create_future()
+        self._shutdown_done = loop.create_future()
+        self._task = loop.create_task(self._run())
+        await self._events.put({"type": "lifespan.startup"})
+        message = await self._startup_done
+        if message["type"] == "lifespan.startup.failed":
+            raise BootError(f"lifespan startup failed: {message.get('message') or 'no message'}")
+        if message["type"] == "unsupported":
+            self.supported = False
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._shutdown_done is None:
+            return
+        await self._events.put({"type": "lifespan.shutdown"})
+        message = await self._shutdown_done
+        if message["type"] == "lifespan.shutdown.failed":
+            log.error("lifespan shutdown failed: %s", message.get("message") or "no message")
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        try:
+            await self.app(scope, self._receive, self._send)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if self.mode == "auto" and not self._received:
+                log.info("ASGI lifespan unsupported by the app (it raised %s: %s); "
+                         "continuing without it", type(exc).__name__, exc)
+                self._finish(self._startup_done, {"type": "unsupported"})
+                return
+            text = f"{type(exc).__name__}: {exc}"
+            log.error("lifespan: the app raised %s", text, exc_info=exc)
+            self._finish(self._startup_done, {"type": "lifespan.startup.failed", "message": text})
+            self._finish(self._shutdown_done, {"type": "lifespan.shutdown.failed",
+                                               "message": text})
+            return
+        # the app returned: fine before startup completes only if it never received
+        if self.mode == "auto" and not self._received:
+            self._finish(self._startup_done, {"type": "unsupported"})
+        self._finish(self._startup_done, {"type": "lifespan.startup.failed",
+                                          "message": "the app returned during startup"})
+        self._finish(self._shutdown_done, {"type": "lifespan.shutdown.complete"})
+
+    async def _receive(self) -> dict[str, Any]:
+        self._received = True
+        return await self._events.get()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        kind = message.get("type", "")
+        if kind.startswith("lifespan.startup."):
+            self._finish(self._startup_done, message)
+        elif kind.startswith("lifespan.shutdown."):
+            self._finish(self._shutdown_done, message)
+        else:
+            raise RuntimeError(f"unexpected lifespan message {kind!r}")
+
+    @staticmethod
+    def _finish(future: asyncio.Future[dict[str, Any]] | None, message: dict[str, Any]) -> None:
+        if future is not None and not future.done():
+            future.set_result(message)
