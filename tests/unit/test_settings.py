@@ -1,0 +1,124 @@
+"""Settings resolution: precedence, defaults from conventional env vars, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+import arbiter
+from arbiter.config import resolve
+from arbiter.errors import ConfigError
+from arbiter.settings import BY_NAME, SETTINGS
+
+
+def test_version_is_pinned() -> None:
+    assert arbiter.__version__ == "0.1.0"
+    assert set(arbiter.__all__) == {"run", "Config", "__version__"}
+
+
+def test_every_setting_declared_once_with_env_var_and_help() -> None:
+    names = [s.name for s in SETTINGS]
+    assert len(names) == len(set(names))
+    flags = [f for s in SETTINGS for f in s.flags]
+    assert len(flags) == len(set(flags))
+    for s in SETTINGS:
+        assert s.help and s.env_var == "ARBITER_" + s.name.upper()
+
+
+def test_defaults() -> None:
+    config = resolve({}, {})
+    assert config["workers"] == 1
+    assert config["port"] == 8000
+    assert config["timeout"] == 30.0
+    assert config["graceful_timeout"] == 30.0
+    assert config["boot_timeout"] == 60.0
+    assert config["access_log"] is True
+    assert config.sources["workers"] == "default"
+
+
+def test_precedence_cli_over_env_over_file_over_default() -> None:
+    env = {"ARBITER_WORKERS": "3"}
+    file_values = {"workers": 5, "backlog": 100}
+    config = resolve({"workers": "2"}, env, file_values)
+    assert config["workers"] == 2 and config.sources["workers"] == "command line"
+    config = resolve({}, env, file_values)
+    assert config["workers"] == 3 and config.sources["workers"] == "env ARBITER_WORKERS"
+    config = resolve({}, {}, file_values)
+    assert config["workers"] == 5 and config["backlog"] == 100
+
+
+def test_web_concurrency_and_port_are_defaults_only() -> None:
+    config = resolve({}, {"WEB_CONCURRENCY": "4", "PORT": "9001"})
+    assert config["workers"] == 4 and config["port"] == 9001
+    config = resolve({}, {"WEB_CONCURRENCY": "4"}, {"workers": 6})
+    assert config["workers"] == 6
+    config = resolve({"port": "81"}, {"PORT": "9001"})
+    assert config["port"] == 81
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("workers", "abc", "--workers"),
+    ("workers", "0", "from 1"),
+    ("timeout", "-1", "--timeout"),
+    ("lifespan", "maybe", "auto, on, off"),
+    ("http", "h2", "h11"),
+    ("worker_class", "gevent", "uvloop, asyncio"),
+    ("headers", ["bad header:x"], "token"),
+    ("forwarded_allow_ips", "10.0.0.0/33,x", "CIDR"),
+    ("port", "70000", "0 to 65535"),
+    ("bind", ["[::1:80"], "--bind"),
+    ("bind", ["host:port"], "not a number"),
+])
+def test_invalid_values_name_the_setting_and_the_rule(name: str, value: object,
+                                                      fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({name: value}, {})
+    assert fragment in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_env_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="ARBITER_TIMEOUT"):
+        resolve({}, {"ARBITER_TIMEOUT": "soon"})
+
+
+def test_unknown_config_file_setting_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="wokers"):
+        resolve({}, {}, {"wokers": 2})
+
+
+def test_config_file_hooks_are_kept_apart() -> None:
+    def on_starting(arbiter: object) -> None:
+        pass
+
+    config = resolve({}, {}, {"on_starting": on_starting, "workers": 2})
+    assert config.hooks == {"on_starting": on_starting}
+
+
+def test_bool_and_list_values() -> None:
+    config = resolve({"access_log": False, "headers": ["X-A: 1", "X-B:2"]},
+                     {"ARBITER_PROXY_HEADERS": "yes"})
+    assert config["access_log"] is False
+    assert config["proxy_headers"] is True
+    assert config["headers"] == (("X-A", "1"), ("X-B", "2"))
+
+
+def test_addresses_from_shortcuts() -> None:
+    assert [str(a) for a in resolve({"host": "::1", "port": "9"}, {}).addresses] == ["[::1]:9"]
+    assert [str(a) for a in resolve({"uds": "/tmp/a.sock"}, {}).addresses] == ["unix:/tmp/a.sock"]
+    assert [str(a) for a in resolve({"fd": "3"}, {}).addresses] == ["fd://3"]
+    config = resolve({"bind": ["127.0.0.1:1", "unix:/x"]}, {})
+    assert [str(a) for a in config.addresses] == ["127.0.0.1:1", "unix:/x"]
+
+
+def test_slices_carry_units_and_only_their_fields() -> None:
+    config = resolve({"keep_alive": "2.5", "limit_request_body": "1024", "max_rss": "200"}, {})
+    http = config.http()
+    assert http.keep_alive_s == 2.5 and http.limit_request_body == 1024
+    assert config.arbiter().max_rss_mib == 200
+    assert config.worker().http == http
+    assert not hasattr(http, "workers")
+
+
+def test_registry_covers_help_flags() -> None:
+    assert BY_NAME["workers"].flag == "--workers"
+    assert BY_NAME["keep_alive"].flags == ("--keep-alive", "--timeout-keep-alive")
