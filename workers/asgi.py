@@ -30,10 +30,9 @@ class AsgiWorker(Worker):
         return self.server.requests_total, self.server.connection_count
 
     async def serve(self) -> int:
-        from workers.http import HttpServer
-
         assert self.stop_requested is not None and self.loop is not None
         app = self.wrap_app(self.load_app())
+        from workers.http import HttpServer  # after the app, so its import errors come first
         state: dict[str, Any] = {}
         lifespan = Lifespan(app, self.config.lifespan, state)
         await lifespan.startup()
