@@ -22,20 +22,30 @@ class Kind(enum.IntEnum):
     READY = 2  # app imported, lifespan started, serving
     TICK = 3  # the event loop is alive; carries load counters
     DRAINING = 4  # stopped accepting, finishing in-flight requests
+    ERROR = 5  # why the worker cannot boot; `requests` holds the UTF-8 text's length
 
 
 class Frame(NamedTuple):
     kind: Kind
     requests: int
     connections: int
+    text: str = ""
 
 
 class MasterGone(Exception):
     """The master closed its end of the pipe: the worker should exit."""
 
 
+MAX_TEXT = 60000
+
+
 def encode(kind: Kind, requests: int = 0, connections: int = 0) -> bytes:
     return _FRAME.pack(kind, min(requests, _U32), min(connections, _U32))
+
+
+def encode_error(text: str) -> bytes:
+    payload = text.encode("utf-8", "replace")[:MAX_TEXT]
+    return _FRAME.pack(Kind.ERROR, len(payload), 0) + payload
 
 
 class FrameDecoder:
@@ -48,15 +58,24 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         buffer = self._buffer + data
-        whole = len(buffer) - len(buffer) % FRAME_SIZE
         frames = []
-        for offset in range(0, whole, FRAME_SIZE):
+        offset = 0
+        while len(buffer) - offset >= FRAME_SIZE:
             kind, requests, connections = _FRAME.unpack_from(buffer, offset)
+            if kind == Kind.ERROR:
+                end = offset + FRAME_SIZE + requests
+                if len(buffer) < end:
+                    break
+                text = buffer[offset + FRAME_SIZE:end].decode("utf-8", "replace")
+                frames.append(Frame(Kind.ERROR, 0, 0, text))
+                offset = end
+                continue
+            offset += FRAME_SIZE
             try:
                 frames.append(Frame(Kind(kind), requests, connections))
             except ValueError:
                 continue  # unknown kind from a newer worker: skip it, keep the stream aligned
-        self._buffer = buffer[whole:]
+        self._buffer = buffer[offset:]
         return frames
 
 
@@ -75,6 +94,16 @@ class HeartbeatWriter:
         except BlockingIOError:
             pass
         except (BrokenPipeError, OSError) as exc:
+            raise MasterGone(str(exc)) from None
+
+    def send_error(self, text: str) -> None:
+        """Blocking: the master must get the whole message before we exit."""
+        data = encode_error(text)
+        try:
+            os.set_blocking(self.fd, True)
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError as exc:
             raise MasterGone(str(exc)) from None
 
     def close(self) -> None:

@@ -128,6 +128,7 @@ class WorkerRecord:
     kill_sent: bool = False
     boot_timed_out: bool = False
     rss_strikes: int = 0
+    error: str = ""  # why it could not boot, as the worker reported it
 
     @property
     def name(self) -> str:
@@ -165,6 +166,7 @@ class Supervisor:
         self._backoff: dict[int, _Backoff] = {}
         self._last_tick = now
         self._rng = rng or random.Random()
+        self._reported: set[str] = set()  # boot errors already logged, said once
 
     # -------------------------------------------------------------- queries
 
@@ -222,6 +224,9 @@ class Supervisor:
         if w is None:
             return []
         w.last_beat = now
+        if frame.kind is Kind.ERROR:
+            w.error = frame.text
+            return []
         if frame.kind is Kind.TICK or frame.kind is Kind.READY:
             w.requests, w.connections = frame.requests, frame.connections
         if frame.kind is Kind.READY and w.phase is Phase.BOOTING:
@@ -250,6 +255,9 @@ class Supervisor:
         if w is None:
             return []  # not ours (we may be PID 1): reaped quietly
         how = status.describe()
+        if w.error:
+            how = f"{how}: {w.error}" if w.error not in self._reported else f"{how} (same error)"
+            self._reported.add(w.error)
         if self.stopping:
             return [Log("info", f"{w.name} {how}")]
         if w.phase is Phase.RETIRING:

@@ -88,10 +88,10 @@ class Worker:
                 self.cancel_leftover_tasks(loop)
                 loop.close()
         except AppLoadError as exc:
-            log.error("worker %d: %s", self.slot, _describe(exc))
+            self._report_boot_failure(_describe(exc))
             return ExitCode.APP_LOAD_ERROR
         except BootError as exc:
-            log.error("worker %d failed to boot: %s", self.slot, exc)
+            self._report_boot_failure(str(exc))
             return ExitCode.BOOT_ERROR
         except MasterGone:
             log.warning("worker %d: the master is gone; exiting", self.slot)
@@ -99,6 +99,13 @@ class Worker:
 
     async def serve(self) -> int:
         raise NotImplementedError
+
+    def _report_boot_failure(self, text: str) -> None:
+        """The master logs it (once, however many workers fail the same way)."""
+        try:
+            self.heartbeat.send_error(text)
+        except MasterGone:
+            log.error("worker %d failed to boot: %s", self.slot, text)
 
     def setup_process(self) -> None:
         _set_title(f"arbiter: worker {self.slot} [{self.config.proc_name}]")
