@@ -36,14 +36,14 @@ class ArbiterProcess:
     """The real `python -m arbiter` in a subprocess, with its logs captured."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 cwd: Path | str = APPS) -> None:
+                 cwd: Path | str = APPS, command: list[str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env.pop("NOTIFY_SOCKET", None)
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arbiter", *args], cwd=str(cwd), env=full_env,
+            command or [sys.executable, "-m", "arbiter", *args], cwd=str(cwd), env=full_env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         self.stdout_lines: list[str] = []
@@ -151,11 +151,12 @@ def arbiter_process() -> Iterator[Callable[..., ArbiterProcess]]:
     started: list[ArbiterProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None,
-              cwd: Path | str = APPS, bind: bool = True) -> ArbiterProcess:
-        if bind and not any(a.startswith(("--bind", "-b", "--uds", "--fd", "--port"))
+              cwd: Path | str = APPS, bind: bool = True,
+              command: list[str] | None = None) -> ArbiterProcess:
+        if bind and command is None and not any(a.startswith(("--bind", "-b", "--uds", "--fd", "--port"))
                             for a in args):
             args = [*args, "--bind", "127.0.0.1:0"]
-        process = ArbiterProcess(args, env, cwd)
+        process = ArbiterProcess(args, env, cwd, command)
         started.append(process)
         return process
 
