@@ -36,7 +36,8 @@ class ArbiterProcess:
     """The real `python -m arbiter` in a subprocess, with its logs captured."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 cwd: Path | str = APPS, command: list[str] | None = None) -> None:
+                 cwd: Path | str = APPS, command: list[str] | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         full_env = dict(os.environ)
         full_env.pop("NOTIFY_SOCKET", None)
         full_env["PYTHONUNBUFFERED"] = "1"
@@ -45,7 +46,7 @@ class ArbiterProcess:
         self.proc = subprocess.Popen(
             command or [sys.executable, "-m", "arbiter", *args], cwd=str(cwd), env=full_env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)
+            start_new_session=True, pass_fds=pass_fds)
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self._lock = threading.Lock()
@@ -152,11 +153,12 @@ def arbiter_process() -> Iterator[Callable[..., ArbiterProcess]]:
 
     def start(args: list[str], env: dict[str, str] | None = None,
               cwd: Path | str = APPS, bind: bool = True,
-              command: list[str] | None = None) -> ArbiterProcess:
+              command: list[str] | None = None,
+              pass_fds: tuple[int, ...] = ()) -> ArbiterProcess:
         if bind and command is None and not any(a.startswith(("--bind", "-b", "--uds", "--fd", "--port"))
                             for a in args):
             args = [*args, "--bind", "127.0.0.1:0"]
-        process = ArbiterProcess(args, env, cwd, command)
+        process = ArbiterProcess(args, env, cwd, command, pass_fds)
         started.append(process)
         return process
 
