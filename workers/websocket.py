@@ -1,0 +1,296 @@
+"""WebSockets over wsproto: the ASGI websocket protocol after an HTTP upgrade.
+
+The HTTP connection detects ``Upgrade: websocket`` and calls ``hand_over()``
+with the transport, the ASGI scope it already built and every byte of the
+request it has read (head and whatever followed). From then on this protocol
+owns the transport. wsproto does the framing; this module maps its events to
+ASGI messages (spec 2.4), with bounded buffers in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, RejectData, Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+log = logging.getLogger("arbiter.error")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_QUEUED_MESSAGES = 16  # pause reading past this many unread messages
+
+
+class ClientDisconnected(OSError):
+    """send() after the client went away (ASGI spec: an OSError subclass)."""
+
+
+def is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True for a request asking to switch to the WebSocket protocol."""
+    upgrade = connection = False
+    for name, value in headers:
+        if name == b"upgrade" and value.strip().lower() == b"websocket":
+            upgrade = True
+        elif name == b"connection" and b"upgrade" in value.lower():
+            connection = True
+    return upgrade and connection
+
+
+def hand_over(transport: asyncio.Transport, app: Any, scope: dict[str, Any], data: bytes,
+              on_close: Callable[[WebSocketProtocol], None] | None = None) -> WebSocketProtocol:
+    """Switch ``transport`` to a WebSocketProtocol that serves ``app``."""
+    protocol = WebSocketProtocol(app, scope, on_close)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    protocol.data_received(data)
+    return protocol
+
+
+class WebSocketProtocol(asyncio.Protocol):
+    def __init__(self, app: Any, http_scope: dict[str, Any],
+                 on_close: Callable[[WebSocketProtocol], None] | None = None) -> None:
+        self.app = app
+        self.scope = websocket_scope(http_scope)
+        self.on_close = on_close
+        self.conn = WSConnection(ConnectionType.SERVER)
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.inbox: deque[dict[str, Any]] = deque()
+        self.inbox_waiter: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.accepted = False
+        self.closed = False  # no more frames may be sent
+        self.handshake_done = False
+        self.response_started = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.text_parts: list[str] = []
+        self.byte_parts: list[bytes] = []
+        self.message_size = 0
+        self.task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------- transport side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.conn.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._fail_handshake(exc)
+            return
+        for event in self.conn.events():
+            self._on_event(event)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self._deliver({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+        if self.drain_waiter and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+        if self.on_close:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.drain_waiter and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def shutdown(self) -> None:
+        """Server stopping: close with 1012 (service restart)."""
+        if self.accepted and not self.closed:
+            self._write(self.conn.send(CloseConnection(code=1012)))
+            self.closed = True
+            self._deliver({"type": "websocket.disconnect", "code": 1012, "reason": ""})
+        elif self.transport is not None and not self.handshake_done:
+            self.transport.close()
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, Request):
+            self.scope["subprotocols"] = list(event.subprotocols)
+            self.handshake_done = True
+            self._deliver({"type": "websocket.connect"})
+            self.task = self.loop.create_task(self._run_app())
+        elif isinstance(event, (TextMessage, BytesMessage)):
+            self._on_message(event)
+        elif isinstance(event, Ping):
+            self._write(self.conn.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            if not self.closed:
+                try:
+                    self._write(self.conn.send(event.response()))
+                except LocalProtocolError:
+                    pass
+                self.closed = True
+            self._deliver({"type": "websocket.disconnect", "code": event.code,
+                           "reason": event.reason or ""})
+            if self.transport is not None:
+                self.transport.close()
+
+    def _on_message(self, event: TextMessage | BytesMessage) -> None:
+        self.message_size += len(event.data)
+        if self.message_size > MAX_MESSAGE_BYTES:
+            self._close_with(1009, "message too big")
+            return
+        if isinstance(event, TextMessage):
+            self.text_parts.append(event.data)
+        else:
+            self.byte_parts.append(event.data)
+        if not event.message_finished:
+            return
+        if self.text_parts:
+            message = {"type": "websocket.receive", "text": "".join(self.text_parts)}
+        else:
+            message = {"type": "websocket.receive", "bytes": b"".join(self.byte_parts)}
+        self.text_parts, self.byte_parts, self.message_size = [], [], 0
+        self._deliver(message)
+        if len(self.inbox) >= MAX_QUEUED_MESSAGES and self.transport and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _fail_handshake(self, exc: Exception) -> None:
+        if self.transport is None:
+            return
+        if not self.handshake_done:
+            body = b"Invalid WebSocket upgrade request\n"
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (len(body), body))
+        self.closed = True
+        self.transport.close()
+
+    def _close_with(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
+            self.closed = True
+            self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.transport is not None:
+            self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        self.inbox.append(message)
+        if self.inbox_waiter and not self.inbox_waiter.done():
+            self.inbox_waiter.set_result(None)
+
+    # ---------------------------------------------------------- app side
+
+    async def _run_app(self) -> None:
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.error("exception in the websocket app at %s", self.scope.get("path"),
+                      exc_info=exc)
+            if not self.accepted and not self.response_started:
+                self._reject(500, [], b"")
+            else:
+                self._close_with(1011, "internal error")
+            return
+        if not self.accepted and not self.response_started:
+            self._reject(500, [], b"")  # returned without accepting or closing
+        elif not self.closed:
+            self._close_with(1000, "")
+
+    async def receive(self) -> dict[str, Any]:
+        while not self.inbox:
+            self.inbox_waiter = self.loop.create_future()
+            await self.inbox_waiter
+        message = self.inbox.popleft()
+        if message["type"] == "websocket.disconnect":
+            self.inbox.appendleft(message)  # keep answering disconnect
+        if self.reading_paused and len(self.inbox) < MAX_QUEUED_MESSAGES // 2 and self.transport:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if self.closed:
+            raise ClientDisconnected("the websocket is closed")
+        if kind == "websocket.accept" and not self.accepted and not self.response_started:
+            headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or []]
+            self.accepted = True
+            self._write(self.conn.send(AcceptConnection(
+                subprotocol=message.get("subprotocol"), extensions=[PerMessageDeflate()],
+                extra_headers=headers)))
+        elif kind == "websocket.send" and self.accepted:
+            if message.get("text") is not None:
+                data = self.conn.send(TextMessage(data=message["text"]))
+            else:
+                data = self.conn.send(BytesMessage(data=message.get("bytes") or b""))
+            self._write(data)
+            if self.writing_paused:
+                self.drain_waiter = self.loop.create_future()
+                await self.drain_waiter
+        elif kind == "websocket.close":
+            if self.accepted:
+                self._close_with(int(message.get("code") or 1000), message.get("reason") or "")
+            else:
+                self._reject(403, [], b"")
+        elif kind == "websocket.http.response.start" and not self.accepted \
+                and not self.response_started:
+            self.response_started = True
+            headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or []]
+            self._write(self.conn.send(RejectConnection(
+                status_code=int(message["status"]), headers=headers, has_body=True)))
+        elif kind == "websocket.http.response.body" and self.response_started:
+            more = bool(message.get("more_body"))
+            self._write(self.conn.send(RejectData(data=message.get("body") or b"",
+                                                  body_finished=not more)))
+            if not more:
+                self.closed = True
+                if self.transport is not None:
+                    self.transport.close()
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in this websocket state")
+
+    def _reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self.closed:
+            return
+        self.response_started = True
+        try:
+            self._write(self.conn.send(RejectConnection(
+                status_code=status, headers=[*headers, (b"content-length", b"%d" % len(body))],
+                has_body=bool(body))))
+            if body:
+                self._write(self.conn.send(RejectData(data=body, body_finished=True)))
+        except LocalProtocolError:
+            pass
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def websocket_scope(http_scope: dict[str, Any]) -> dict[str, Any]:
+    scope = dict(http_scope)
+    scope["type"] = "websocket"
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+    scope["scheme"] = "wss" if http_scope.get("scheme") == "https" else "ws"
+    scope.pop("method", None)
+    scope["subprotocols"] = []
+    extensions = dict(scope.get("extensions") or {})
+    extensions["websocket.http.response"] = {}
+    scope["extensions"] = extensions
+    return scope
