@@ -1,0 +1,320 @@
+"""Transport <-> parser <-> cycle: the only asyncio glue of the HTTP stack.
+
+Owns reads, writes, timers (header, keep-alive), flow control, pipelining
+(one cycle at a time, reading paused meanwhile) and handing a websocket
+upgrade to ``workers.websocket``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+from workers.http.cycle import HttpCycle, simple_response
+from workers.http.errors import ClientDisconnected, RemoteProtocolError
+
+log = logging.getLogger("arbiter.error")
+access_log = logging.getLogger("arbiter.access")
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.config = server.config
+        self.loop: asyncio.AbstractEventLoop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = server.parser_class(self, self.config)
+        self.cycles: deque[HttpCycle] = deque()
+        self.parsing: HttpCycle | None = None
+        self.body_waiter: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.client: tuple[str, int] | None = None
+        self.server_addr: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.upgrade_head: tuple[str, bytes, list[tuple[bytes, bytes]]] | None = None
+
+    # ------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.client = _addr(transport.get_extra_info("peername"))
+        self.server_addr = _addr(transport.get_extra_info("sockname"))
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        self.server.connections.add(self)
+        self._arm(self.config.timeout_header_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._disarm()
+        for cycle in self.cycles:
+            cycle.client_gone()
+        self._wake_body()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+        self.server.connection_closed()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.cycles:
+            self._arm(self.config.timeout_header_s)
+        try:
+            self.parser.feed(data)
+        except RemoteProtocolError as exc:
+            self._reject(exc.status, exc.message)
+            return
+        except _Upgraded:
+            return
+        self._wake_body()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    # ------------------------------------------------------------ parser sink
+
+    def on_head(self, method: str, target: bytes, version: str,
+                headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        self._disarm()
+        path_bytes, _, query = target.partition(b"?")
+        root = self.config.root_path
+        try:
+            path = unquote(path_bytes.decode("ascii"), errors="strict")
+        except UnicodeError:
+            raise RemoteProtocolError(400, "Invalid request target") from None
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.5"},
+            "http_version": version, "method": method, "scheme": self.scheme,
+            "path": root + path, "raw_path": path_bytes, "query_string": query,
+            "root_path": root, "headers": headers, "client": self.client,
+            "server": self.server_addr, "state": dict(self.server.lifespan_state),
+            "extensions": {},
+        }
+        expect = False
+        length = None
+        for name, value in headers:
+            if name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else None
+        limit = self.config.limit_request_body
+        if limit and length is not None and length > limit:
+            raise RemoteProtocolError(413, "Request body too large")
+        if method == "GET" and _wants_websocket(headers):
+            self.upgrade_head = (method, target, headers)
+            self.upgrade_scope = scope
+            return
+        cycle = HttpCycle(scope, self, keep_alive=keep_alive and not self.server.stopping,
+                          expect_continue=expect, default_headers=self.server.default_headers)
+        self.parsing = cycle
+        self.body_received = 0
+        self.cycles.append(cycle)
+        if len(self.cycles) == 1:
+            self._run(cycle)
+        else:
+            self.pause_reading()
+
+    def on_body(self, data: bytes) -> None:
+        if self.parsing is None:
+            return
+        limit = self.config.limit_request_body
+        self.body_received += len(data)
+        if limit and self.body_received > limit:
+            raise RemoteProtocolError(413, "Request body too large")
+        self.parsing.feed_body(data)
+
+    def on_end(self) -> None:
+        if self.upgrade_head is not None:
+            return
+        if self.parsing is not None:
+            self.parsing.feed_end()
+            self.parsing = None
+
+    def on_upgrade(self, leftover: bytes) -> None:
+        if self.upgrade_head is None or self.transport is None:
+            raise RemoteProtocolError(400, "Unsupported upgrade")
+        from workers import websocket
+        method, target, headers = self.upgrade_head
+        raw = b"%s %s HTTP/1.1\r\n" % (method.encode(), target) + b"".join(
+            n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n" + leftover
+        self.server.connections.discard(self)
+        self._disarm()
+        ws = websocket.hand_over(self.transport, self.server.app, self.upgrade_scope, raw,
+                                 on_close=self.server.websockets.discard)
+        self.server.websockets.add(ws)
+        raise _Upgraded()
+
+    # ------------------------------------------------------------ cycle io
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def drain(self) -> asyncio.Future[None] | None:
+        if not self.write_paused or self.closed:
+            return None
+        self.drain_waiter = self.loop.create_future()
+        return self.drain_waiter
+
+    def _wake_body(self) -> None:
+        if self.body_waiter is not None and not self.body_waiter.done():
+            self.body_waiter.set_result(None)
+
+    def wait_body(self) -> asyncio.Future[None]:
+        self.body_waiter = self.loop.create_future()
+        return self.body_waiter
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed \
+                and len(self.cycles) <= 1:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def cycle_done(self, cycle: HttpCycle) -> None:
+        self.server.requests_done += 1
+        if self.config.access_log.enabled:
+            self.server.log_access(cycle, self.client)
+
+    # ------------------------------------------------------------ running the app
+
+    def _run(self, cycle: HttpCycle) -> None:
+        self.server.active += 1
+        task = self.loop.create_task(self._serve(cycle))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _serve(self, cycle: HttpCycle) -> None:
+        try:
+            if self.server.overloaded():
+                self.write(simple_response(503, "Service Unavailable", b"retry-after: 1\r\n"
+                                           + self.server.default_headers()))
+                cycle.keep_alive = False
+                cycle.response_complete = True
+            else:
+                await self.server.app(cycle.scope, cycle.receive, cycle.send)
+        except ClientDisconnected:
+            pass
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self._close()
+                raise
+            log.error("exception in the app at %s %s", cycle.scope["method"],
+                      _printable(cycle.scope["path"]), exc_info=exc)
+            if not cycle.response_started:
+                self.write(simple_response(500, "Internal Server Error",
+                                           self.server.default_headers()))
+                cycle.status = 500
+                cycle.keep_alive = False
+                cycle.response_complete = True
+                self.cycle_done(cycle)
+            else:
+                self._close()
+        else:
+            if not cycle.response_started and not cycle.disconnected:
+                log.error("the app returned without a response at %s",
+                          _printable(cycle.scope["path"]))
+                self.write(simple_response(500, "Internal Server Error",
+                                           self.server.default_headers()))
+                cycle.keep_alive = False
+                cycle.response_complete = True
+            elif not cycle.response_complete:
+                cycle.keep_alive = False
+        finally:
+            self.server.active -= 1
+        self._after(cycle)
+
+    def _after(self, cycle: HttpCycle) -> None:
+        self.cycles.popleft()
+        if self.closed:
+            return
+        if not cycle.keep_alive or not cycle.body_done or self.server.stopping:
+            self._close()
+            return
+        if self.cycles:
+            self._run(self.cycles[0])
+        else:
+            self._arm(self.config.keep_alive_s)
+        self.resume_reading()
+
+    # ------------------------------------------------------------ timers & closing
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        if seconds:
+            self.timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if not self.cycles:
+            self._close()
+
+    def is_idle(self) -> bool:
+        return not self.cycles
+
+    def _reject(self, status: int, message: str) -> None:
+        if not self.cycles or not self.cycles[0].response_started:
+            self.write(simple_response(status, message, self.server.default_headers()))
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        if not self.cycles:
+            self._close()
+
+
+class _Upgraded(Exception):
+    """Raised out of the parser once the transport belongs to the websocket."""
+
+
+def _wants_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
+    from workers.websocket import is_upgrade
+    return is_upgrade(headers)
+
+
+def _addr(value: Any) -> Any:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    if isinstance(value, str) and value:
+        return (value, None)
+    return None
+
+
+def _printable(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")[:200]
+
+
+def monotonic() -> float:
+    return time.monotonic()

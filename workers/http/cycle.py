@@ -1,0 +1,201 @@
+"""The one ASGI http cycle: scope, receive(), send() and response framing.
+
+Both parser backends feed it through plain method calls (``feed_body``,
+``feed_end``, ``client_gone``); it writes response bytes through the small
+``CycleIO`` interface the connection provides. No asyncio or socket imports:
+waiting is done on awaitables handed in by the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from workers.http.errors import ClientDisconnected
+
+log = logging.getLogger("arbiter.error")
+
+STATUS_PHRASES = {
+    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
+    202: b"Accepted", 204: b"No Content", 206: b"Partial Content", 301: b"Moved Permanently",
+    302: b"Found", 303: b"See Other", 304: b"Not Modified", 307: b"Temporary Redirect",
+    308: b"Permanent Redirect", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict",
+    413: b"Content Too Large", 414: b"URI Too Long", 415: b"Unsupported Media Type",
+    422: b"Unprocessable Content", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+                 for code, phrase in STATUS_PHRASES.items()}
+_FORBIDDEN = (b"\r", b"\n", b"\x00")
+BODY_HIGH_WATER = 256 * 1024
+
+
+class CycleIO(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def drain(self) -> Awaitable[None] | None: ...
+    def wait_body(self) -> Awaitable[None]: ...
+    def resume_reading(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def cycle_done(self, cycle: HttpCycle) -> None: ...
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
+
+
+def simple_response(status: int, message: str, default_headers: bytes) -> bytes:
+    body = message.encode() + b"\n"
+    return (status_line(status) + default_headers
+            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+              b"connection: close\r\n\r\n" % len(body) + body)
+
+
+class HttpCycle:
+    """One request and its response."""
+
+    __slots__ = ("scope", "io", "keep_alive", "expect_continue", "default_headers", "body",
+                 "body_done", "disconnected", "response_started", "response_complete",
+                 "chunked", "expected_length", "sent_length", "head_only", "status", "started",
+                 "bytes_sent", "close_after", "continue_sent", "head_bytes")
+
+    def __init__(self, scope: dict[str, Any], io: CycleIO, *, keep_alive: bool,
+                 expect_continue: bool, default_headers: Callable[[], bytes]) -> None:
+        self.scope = scope
+        self.io = io
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.continue_sent = False
+        self.default_headers = default_headers
+        self.body: list[bytes] = []
+        self.body_done = False
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.chunked = False
+        self.expected_length: int | None = None
+        self.sent_length = 0
+        self.head_only = scope["method"] == "HEAD"
+        self.status = 0
+        self.started = time.monotonic()
+        self.bytes_sent = 0
+        self.close_after = False
+        self.head_bytes: bytes | None = None
+
+    # ------------------------------------------------------------ parser side
+
+    def feed_body(self, data: bytes) -> None:
+        self.body.append(data)
+        if sum(map(len, self.body)) > BODY_HIGH_WATER:
+            self.io.pause_reading()
+
+    def feed_end(self) -> None:
+        self.body_done = True
+
+    def client_gone(self) -> None:
+        self.disconnected = True
+
+    # ------------------------------------------------------------ ASGI side
+
+    async def receive(self) -> dict[str, Any]:
+        if self.expect_continue and not self.continue_sent and not self.response_started:
+            self.continue_sent = True
+            self.io.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while not self.body and not self.body_done and not self.disconnected \
+                and not self.response_complete:
+            self.io.resume_reading()
+            await self.io.wait_body()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        data = b"".join(self.body)
+        self.body.clear()
+        self.io.resume_reading()
+        return {"type": "http.request", "body": data, "more_body": not self.body_done}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("the client closed the connection")
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("http.response.start sent twice")
+            self._start(message)
+        elif kind == "http.response.body":
+            if not self.response_started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.response_complete:
+                raise RuntimeError("http.response.body sent after the response completed")
+            await self._body(message)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in an http cycle")
+
+    def _start(self, message: dict[str, Any]) -> None:
+        status = int(message["status"])
+        if not 100 <= status <= 599:
+            raise ValueError(f"invalid status code {status}")
+        head = [status_line(status), self.default_headers()]
+        length = None
+        for name, value in message.get("headers") or ():
+            name, value = bytes(name), bytes(value)
+            if any(c in name or c in value for c in _FORBIDDEN):
+                raise ValueError(f"invalid response header {name!r}: CR, LF or NUL")
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                continue  # we frame the body ourselves
+            elif lower == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+                continue
+            head.append(name + b": " + value + b"\r\n")
+        no_body = self.head_only or status in (204, 304) or status < 200
+        if length is not None:
+            self.expected_length = length
+            head.append(b"content-length: %d\r\n" % length)
+        elif not no_body:
+            self.chunked = True
+            head.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive or self.close_after:
+            self.keep_alive = False
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        self.status = status
+        self.response_started = True
+        self.head_bytes = b"".join(head)
+
+    async def _body(self, message: dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        out = b""
+        head = self.head_bytes
+        if head is not None:
+            out = head
+            self.head_bytes = None
+        if body and not self.head_only:
+            self.sent_length += len(body)
+            if self.expected_length is not None and self.sent_length > self.expected_length:
+                raise RuntimeError("response body longer than its Content-Length")
+            out += b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body
+        if not more:
+            if self.chunked and not self.head_only:
+                out += b"0\r\n\r\n"
+            self.response_complete = True
+            if self.expected_length is not None and self.sent_length < self.expected_length \
+                    and not self.head_only:
+                self.keep_alive = False  # the body is short: the connection cannot be reused
+        if out:
+            self.bytes_sent += len(out)
+            self.io.write(out)
+        if self.response_complete:
+            self.io.cycle_done(self)
+        else:
+            waiter = self.io.drain()
+            if waiter is not None:
+                await waiter
+                if self.disconnected:
+                    raise ClientDisconnected("the client closed the connection")
