@@ -111,11 +111,25 @@ class HttpConnection(asyncio.Protocol):
         }
         expect = False
         length = None
+        lengths = 0
+        encodings = []
         for name, value in headers:
             if name == b"expect" and value.lower() == b"100-continue":
                 expect = True
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else None
+                lengths += 1
+                if not value.strip().isdigit():
+                    raise RemoteProtocolError(400, "Invalid Content-Length")
+                length = int(value)
+            elif name == b"transfer-encoding":
+                encodings += [t.strip().lower() for t in value.split(b",")]
+        # request smuggling defences, the same for both parsers
+        if lengths > 1 or (lengths and encodings):
+            raise RemoteProtocolError(400, "Ambiguous request framing")
+        if encodings and encodings != [b"chunked"]:
+            raise RemoteProtocolError(501 if encodings[-1:] == [b"chunked"] or
+                                      b"chunked" not in encodings else 400,
+                                      "Unsupported Transfer-Encoding")
         limit = self.config.limit_request_body
         if limit and length is not None and length > limit:
             raise RemoteProtocolError(413, "Request body too large")

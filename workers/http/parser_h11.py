@@ -6,6 +6,7 @@ fresh h11 state machine per request, fed the bytes the previous one left over.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import h11
@@ -26,6 +27,7 @@ class H11Parser:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
 
     def feed(self, data: bytes) -> None:
+        self._recent = data
         self.conn.receive_data(data)
         self._pump()
 
@@ -37,8 +39,9 @@ class H11Parser:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
                 text = str(exc).lower()
-                status = 501 if "transfer-encoding" in text else getattr(exc, "error_status_hint",
-                                                                         400)
+                status = getattr(exc, "error_status_hint", 400)
+                if "transfer-encoding" in text:
+                    status = self._transfer_encoding_status()
                 if status == 431 or "exceeded" in text:
                     status = 431
                 raise RemoteProtocolError(status, "Invalid HTTP request") from None
@@ -61,6 +64,12 @@ class H11Parser:
                     return
             elif isinstance(event, h11.ConnectionClosed):
                 return
+
+    def _transfer_encoding_status(self) -> int:
+        """501 for codings we do not support; 400 when chunked is not the final one."""
+        match = re.search(rb"(?im)^transfer-encoding:([^\r\n]*)", getattr(self, "_recent", b""))
+        tokens = [t.strip().lower() for t in match.group(1).split(b",")] if match else []
+        return 400 if b"chunked" in tokens[:-1] else 501
 
     def _check_head_limits(self) -> None:
         buffered = bytes(self.conn.trailing_data[0])

@@ -30,7 +30,7 @@ class HttptoolsParser:
             if isinstance(exc.__context__, RemoteProtocolError):
                 raise exc.__context__ from None
             message = str(exc)
-            if "transfer-encoding" in message.lower() or "Transfer-Encoding" in message:
+            if message.startswith("Request has invalid `Transfer-Encoding`"):
                 raise RemoteProtocolError(501, "Unsupported Transfer-Encoding") from None
             raise RemoteProtocolError(400, "Invalid HTTP request") from None
 
