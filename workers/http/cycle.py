@@ -147,6 +147,7 @@ class HttpCycle:
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value)
+                continue
             elif lower == b"transfer-encoding":
                 continue  # we frame the body ourselves
             elif lower == b"connection" and value.lower() == b"close":

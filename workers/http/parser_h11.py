@@ -28,6 +28,12 @@ class H11Parser:
 
     def feed(self, data: bytes) -> None:
         self._recent = data
+        if not self.in_body:
+            self._head = (getattr(self, "_head", b"") + data)[-self.max_head - 4:]
+            end = self._head.find(b"\r\n\r\n")
+            head = self._head if end < 0 else self._head[:end]
+            if b"\r\n " in head or b"\r\n\t" in head:
+                raise RemoteProtocolError(400, "Obsolete line folding in headers")
         self.conn.receive_data(data)
         self._pump()
 
@@ -98,4 +104,5 @@ class H11Parser:
                 elif b"keep-alive" in tokens:
                     keep_alive = True
         self.in_body = True
+        self._head = b""
         self.sink.on_head(event.method.decode("ascii"), target, version, headers, keep_alive)

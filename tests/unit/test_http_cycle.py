@@ -1,0 +1,199 @@
+"""The ASGI http cycle and both parsers without I/O: bytes in, calls and bytes out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from arbiter.config import resolve
+from workers.http.cycle import HttpCycle
+from workers.http.errors import ClientDisconnected, RemoteProtocolError
+from workers.http.parser_h11 import H11Parser
+from workers.http.parser_httptools import HttptoolsParser
+
+LIMITS = resolve({}, {}).http()
+PARSERS = [H11Parser, HttptoolsParser]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def on_head(self, method: str, target: bytes, version: str, headers: list[Any],
+                keep_alive: bool) -> None:
+        self.events.append(("head", method, target, version, tuple(headers), keep_alive))
+
+    def on_body(self, data: bytes) -> None:
+        if self.events and self.events[-1][0] == "body":
+            self.events[-1] = ("body", self.events[-1][1] + data)
+        else:
+            self.events.append(("body", data))
+
+    def on_end(self) -> None:
+        self.events.append(("end",))
+
+
+REQUESTS = [
+    b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-Dup: 1\r\nX-Dup: 2\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+]
+
+
+def parse(parser_class: type, data: bytes, byte_by_byte: bool = False) -> list[Any]:
+    sink = Sink()
+    parser = parser_class(sink, LIMITS)
+    if byte_by_byte:
+        for i in range(len(data)):
+            parser.feed(data[i:i + 1])
+    else:
+        parser.feed(data)
+    return sink.events
+
+
+@pytest.mark.parametrize("raw", REQUESTS)
+def test_backends_agree_whole_and_byte_by_byte(raw: bytes) -> None:
+    results = [parse(p, raw, split) for p in PARSERS for split in (False, True)]
+    assert all(r == results[0] for r in results), results
+    assert results[0][-1] == ("end",)
+
+
+def test_pipelined_requests_parse_in_order() -> None:
+    raw = b"".join(REQUESTS[:3])
+    for parser_class in PARSERS:
+        heads = [e[2] for e in parse(parser_class, raw) if e[0] == "head"]
+        assert heads == [b"/a?x=1", b"/p", b"/c"]
+
+
+def test_header_names_lowercased_duplicates_kept() -> None:
+    for parser_class in PARSERS:
+        head = parse(parser_class, REQUESTS[0])[0]
+        assert (b"x-dup", b"1") in head[4] and (b"x-dup", b"2") in head[4]
+
+
+@pytest.mark.parametrize("raw", [b"GET / HTTP/1.1\r\nHost: h\r\nBad\x00: x\r\n\r\n",
+                                 b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+                                 b"\x16\x03\x01garbage\r\n\r\n"])
+def test_malformed_is_a_remote_error_on_both(raw: bytes) -> None:
+    for parser_class in PARSERS:
+        with pytest.raises(RemoteProtocolError) as info:
+            parse(parser_class, raw)
+        assert info.value.status == 400
+
+
+class IO:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.done = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def drain(self) -> None:
+        return None
+
+    def wait_body(self) -> Any:
+        raise AssertionError("body is fed up front in these tests")
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def cycle_done(self, cycle: HttpCycle) -> None:
+        self.done = True
+
+
+def make_cycle(method: str = "GET", keep_alive: bool = True) -> tuple[HttpCycle, IO]:
+    io = IO()
+    scope = {"method": method}
+    return HttpCycle(scope, io, keep_alive=keep_alive, expect_continue=False,
+                     default_headers=lambda: b"server: arbiter\r\n"), io
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_content_length_response_in_one_write() -> None:
+    cycle, io = make_cycle()
+
+    async def go() -> None:
+        await cycle.send({"type": "http.response.start", "status": 200,
+                          "headers": [(b"content-length", b"2")]})
+        assert io.out == b""  # head waits for the body: one write
+        await cycle.send({"type": "http.response.body", "body": b"hi"})
+
+    run(go())
+    assert io.out == b"HTTP/1.1 200 OK\r\nserver: arbiter\r\ncontent-length: 2\r\n\r\nhi"
+    assert io.done and cycle.keep_alive
+
+
+def test_no_length_means_chunked_and_app_transfer_encoding_ignored() -> None:
+    cycle, io = make_cycle()
+
+    async def go() -> None:
+        await cycle.send({"type": "http.response.start", "status": 200,
+                          "headers": [(b"transfer-encoding", b"gzip")]})
+        await cycle.send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await cycle.send({"type": "http.response.body", "body": b""})
+
+    run(go())
+    assert io.out.endswith(b"transfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n")
+    assert b"gzip" not in io.out
+
+
+def test_head_response_has_no_body() -> None:
+    cycle, io = make_cycle("HEAD")
+
+    async def go() -> None:
+        await cycle.send({"type": "http.response.start", "status": 200,
+                          "headers": [(b"content-length", b"5")]})
+        await cycle.send({"type": "http.response.body", "body": b"hello"})
+
+    run(go())
+    assert io.out.endswith(b"content-length: 5\r\n\r\n")
+
+
+@pytest.mark.parametrize("headers", [[(b"x-bad", b"a\r\nset-cookie: x")],
+                                     [(b"x\nbad", b"v")], [(b"x", b"nul\x00")]])
+def test_response_header_injection_is_refused(headers: list[Any]) -> None:
+    cycle, io = make_cycle()
+    with pytest.raises(ValueError):
+        run(cycle.send({"type": "http.response.start", "status": 200, "headers": headers}))
+    assert io.out == b""
+
+
+@pytest.mark.parametrize("status", [99, 600, 1000])
+def test_status_out_of_range_is_refused(status: int) -> None:
+    cycle, _ = make_cycle()
+    with pytest.raises(ValueError):
+        run(cycle.send({"type": "http.response.start", "status": status, "headers": []}))
+
+
+def test_receive_body_then_disconnect_and_send_after_disconnect_raises_oserror() -> None:
+    cycle, _ = make_cycle("POST")
+    cycle.feed_body(b"abc")
+    cycle.feed_end()
+    assert run(cycle.receive()) == {"type": "http.request", "body": b"abc", "more_body": False}
+    cycle.client_gone()
+    assert run(cycle.receive()) == {"type": "http.disconnect"}
+    with pytest.raises(ClientDisconnected) as info:
+        run(cycle.send({"type": "http.response.start", "status": 200, "headers": []}))
+    assert isinstance(info.value, OSError)
+
+
+def test_connection_close_from_app_or_client() -> None:
+    cycle, io = make_cycle(keep_alive=False)
+
+    async def go() -> None:
+        await cycle.send({"type": "http.response.start", "status": 204, "headers": []})
+        await cycle.send({"type": "http.response.body"})
+
+    run(go())
+    assert b"connection: close\r\n" in io.out and b"transfer-encoding" not in io.out
