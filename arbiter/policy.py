@@ -165,6 +165,7 @@ class Supervisor:
         self._reload: _Reload | None = None
         self._backoff: dict[int, _Backoff] = {}
         self._last_tick = now
+        self._planned_wake = now
         self._rng = rng or random.Random()
         self._reported: set[str] = set()  # boot errors already logged, said once
 
@@ -331,13 +332,13 @@ class Supervisor:
 
     def tick(self, now: float) -> list[Action]:
         """Check deadlines and reconcile the table with the target."""
-        gap = now - self._last_tick
+        gap = now - max(self._last_tick, self._planned_wake)  # lateness past the planned wake
         self._last_tick = now
         if self.stopping:
             return self._tick_stopping(now)
         actions: list[Action] = []
         if gap > self._suspend_gap():
-            actions.append(Log("warning", f"the master was suspended for {gap:.1f} s; "
+            actions.append(Log("warning", f"the master woke {gap:.1f} s late (suspended?); "
                                           f"giving workers a fresh heartbeat deadline"))
             for w in self.workers.values():
                 w.last_beat = max(w.last_beat, now)
@@ -366,7 +367,8 @@ class Supervisor:
         for b in self._backoff.values():
             if b.not_before > now:
                 deadlines.append(b.not_before)
-        return max(now, min(deadlines))
+        self._planned_wake = max(now, min(deadlines))
+        return self._planned_wake
 
     # -------------------------------------------------------------- internals
 

@@ -71,7 +71,7 @@ class HttpConnection(asyncio.Protocol):
         self.server.connection_closed()
 
     def data_received(self, data: bytes) -> None:
-        if not self.cycles:
+        if not self.cycles and not self.server.stopping:
             self._arm(self.config.timeout_header_s)
         try:
             self.parser.feed(data)
@@ -305,8 +305,13 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
+        """Server stopping: in-flight responses say Connection: close; an idle
+        connection gets a short grace, so a request already on the wire is
+        answered (with Connection: close) instead of meeting a reset."""
+        for cycle in self.cycles:
+            cycle.close_after = True
         if not self.cycles:
-            self._close()
+            self._arm(min(self.config.keep_alive_s, 1.0) or 0.01)
 
 
 class _Upgraded(Exception):

@@ -1,0 +1,143 @@
+"""Master supervision, black-box: reloads under load, hang detection, scaling, orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class Load:
+    """A bounded client loop in a thread, counting failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = 0
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 120
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    response = client.get(self.url + "/pid")
+                    if response.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failed.append(str(response.status_code))
+                except httpx.HTTPError as exc:
+                    self.failed.append(repr(exc))
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def test_twenty_reloads_under_load_lose_nothing(arbiter_process) -> None:
+    server = arbiter_process(["basic:app", "--workers", "2"]).wait_ready()
+    master = psutil.Process(server.pid)
+    fds_before, threads_before = master.num_fds(), master.num_threads()
+    load = Load(server.url)
+    for i in range(20):
+        server.signal(signal.SIGHUP)
+        server.wait_for_log(r"reload: generation \d+ is serving", count=i + 1, timeout=30)
+    load.finish()
+    assert load.failed == [] and load.ok > 20
+    wait_until(lambda: len(server.worker_pids()) == 2, 10)
+    assert master.num_fds() == fds_before
+    assert master.num_threads() == threads_before == 1
+
+
+def test_reload_with_broken_code_keeps_old_generation(arbiter_process, tmp_path) -> None:
+    app = tmp_path / "flaky.py"
+    app.write_text((os.path.dirname(__file__) + "/../apps/basic.py") and
+                   open(os.path.join(os.path.dirname(__file__), "..", "apps", "basic.py")).read())
+    server = arbiter_process(["flaky:app", "--workers", "2", "--app-dir", str(tmp_path)]
+                             ).wait_ready()
+    pids = server.worker_pids()
+    app.write_text("raise ImportError('deploy is broken')\n")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reload aborted: .*deploy is broken")
+    assert server.worker_pids() == pids
+    assert httpx.get(server.url + "/pid", timeout=5).status_code == 200
+    assert server.proc.poll() is None
+
+
+def test_blocked_event_loop_is_aborted_with_its_traceback(arbiter_process) -> None:
+    server = arbiter_process(["basic:app", "--timeout", "2"]).wait_ready()
+    victim = server.worker_pids()[0]
+    try:
+        httpx.get(server.url + "/block?s=30", timeout=15)
+    except httpx.HTTPError:
+        pass
+    server.wait_for_log(rf"WORKER TIMEOUT: worker 1 \(pid {victim}", timeout=20)
+    server.wait_for_log(r'File ".*basic\.py", line \d+ in app', timeout=20)
+    wait_until(lambda: server.worker_pids() and victim not in server.worker_pids(), 20)
+    server.wait_for_log(r"is ready", count=2, timeout=20)
+    assert httpx.get(server.url, timeout=5).status_code == 200
+
+
+def test_ttin_ttou_scale_never_below_one(arbiter_process) -> None:
+    server = arbiter_process(["basic:app", "--workers", "1"]).wait_ready()
+    server.signal(signal.SIGTTIN)
+    wait_until(lambda: len(server.worker_pids()) == 2, 20, message="2 workers")
+    server.signal(signal.SIGTTOU)
+    wait_until(lambda: len(server.worker_pids()) == 1, 20, message="1 worker")
+    server.signal(signal.SIGTTOU)  # separately: identical pending signals coalesce
+    server.wait_for_log(r"minimum of 1 worker")
+    assert len(server.worker_pids()) == 1
+
+
+def test_workers_exit_when_the_master_is_killed(arbiter_process) -> None:
+    server = arbiter_process(["basic:app", "--workers", "2"]).wait_ready()
+    workers = [psutil.Process(p) for p in server.worker_pids()]
+    os.kill(server.pid, signal.SIGKILL)
+    wait_until(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
+                               for w in workers), 20, message="orphans to exit")
+
+
+def test_usr2_keeps_the_pid_and_serves_throughout(arbiter_process) -> None:
+    server = arbiter_process(["basic:app", "--workers", "2"]).wait_ready()
+    old = server.worker_pids()
+    load = Load(server.url)
+    server.signal(signal.SIGUSR2)
+    server.wait_for_log(r"adopted 2 worker\(s\)", timeout=30)
+    server.wait_for_log(r"reload: generation \d+ is serving", timeout=30)
+    load.finish()
+    assert load.failed == []
+    assert server.proc.poll() is None
+    wait_until(lambda: len(server.worker_pids()) == 2 and not set(old) & set(
+        server.worker_pids()), 20)
+
+
+def test_max_requests_recycles_without_failures(arbiter_process) -> None:
+    server = arbiter_process(["basic:app", "--workers", "2", "--max-requests", "50"]
+                             ).wait_ready()
+    load = Load(server.url)
+    server.wait_for_log(r"retired \(served \d+ requests", timeout=60)
+    load.finish()
+    assert load.failed == []
+
+
+def test_pid_file(arbiter_process, tmp_path) -> None:
+    pid_file = tmp_path / "a.pid"
+    server = arbiter_process(["basic:app", "--pid", str(pid_file)]).wait_ready()
+    assert pid_file.read_text().strip() == str(server.pid)
+    second = arbiter_process(["basic:app", "--pid", str(pid_file)])
+    assert second.wait_exit(15) == 1
+    assert "names a running process" in second.stderr
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(20) == 0
+    assert not pid_file.exists()
