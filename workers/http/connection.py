@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from workers.http.cycle import HttpCycle, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
+from workers.http.framing import request_framing
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -109,36 +110,13 @@ class HttpConnection(asyncio.Protocol):
             "server": self.server_addr, "state": dict(self.server.lifespan_state),
             "extensions": {},
         }
-        expect = False
-        length = None
-        lengths = 0
-        encodings = []
-        for name, value in headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                expect = True
-            elif name == b"content-length":
-                lengths += 1
-                if not value.strip().isdigit():
-                    raise RemoteProtocolError(400, "Invalid Content-Length")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                encodings += [t.strip().lower() for t in value.split(b",")]
-        # request smuggling defences, the same for both parsers
-        if lengths > 1 or (lengths and encodings):
-            raise RemoteProtocolError(400, "Ambiguous request framing")
-        if encodings and encodings != [b"chunked"]:
-            raise RemoteProtocolError(501 if encodings[-1:] == [b"chunked"] or
-                                      b"chunked" not in encodings else 400,
-                                      "Unsupported Transfer-Encoding")
-        limit = self.config.limit_request_body
-        if limit and length is not None and length > limit:
-            raise RemoteProtocolError(413, "Request body too large")
+        framing = request_framing(headers, self.config.limit_request_body)
         if method == "GET" and _wants_websocket(headers):
             self.upgrade_head = (method, target, headers)
             self.upgrade_scope = scope
             return
         cycle = HttpCycle(scope, self, keep_alive=keep_alive and not self.server.stopping,
-                          expect_continue=expect, default_headers=self.server.default_headers)
+                          expect_continue=framing.expect_continue, default_headers=self.server.default_headers)
         self.parsing = cycle
         self.body_received = 0
         self.cycles.append(cycle)
