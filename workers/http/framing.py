@@ -13,13 +13,14 @@ from workers.http.errors import RemoteProtocolError
 class Framing:
     """How the body of one request is delimited, and whether 100 is expected."""
 
-    __slots__ = ("content_length", "chunked", "expect_continue")
+    __slots__ = ("content_length", "chunked", "expect_continue", "upgrade")
 
     def __init__(self, content_length: int | None, chunked: bool,
-                 expect_continue: bool) -> None:
+                 expect_continue: bool, upgrade: bool = False) -> None:
         self.content_length = content_length
         self.chunked = chunked
         self.expect_continue = expect_continue
+        self.upgrade = upgrade  # an Upgrade header is present (maybe a websocket)
 
 
 NO_BODY = Framing(None, False, False)
@@ -31,6 +32,7 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
     length: int | None = None
     lengths = 0
     encodings: list[bytes] = []
+    upgrade = False
     for name, value in headers:
         if name == b"content-length":
             lengths += 1
@@ -42,6 +44,8 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
             encodings += [t.strip().lower() for t in value.split(b",")]
         elif name == b"expect" and value.lower() == b"100-continue":
             expect = True
+        elif name == b"upgrade":
+            upgrade = True
     if lengths > 1 or (lengths and encodings):
         raise RemoteProtocolError(400, "Ambiguous request framing")
     if encodings and encodings != [b"chunked"]:
@@ -51,6 +55,6 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
         raise RemoteProtocolError(501, "Unsupported Transfer-Encoding")
     if limit_body and length is not None and length > limit_body:
         raise RemoteProtocolError(413, "Request body too large")
-    if length is None and not encodings and not expect:
+    if length is None and not encodings and not expect and not upgrade:
         return NO_BODY
-    return Framing(length, bool(encodings), expect)
+    return Framing(length, bool(encodings), expect, upgrade)
