@@ -90,9 +90,11 @@ class ExitStatus:
     code: int | None = None
     sig: int | None = None
 
-    def describe(self) -> str:
+    def describe(self, killed_by_master: bool = False) -> str:
         if self.sig is not None:
             name = _signal_name(self.sig)
+            if self.sig == signal.SIGKILL and killed_by_master:
+                return f"was killed by {name} from the master"
             if self.sig == signal.SIGKILL:
                 return f"was killed by {name} (perhaps out of memory?)"
             return f"was killed by {name}"
@@ -255,7 +257,7 @@ class Supervisor:
         w = self.workers.pop(pid, None)
         if w is None:
             return []  # not ours (we may be PID 1): reaped quietly
-        how = status.describe()
+        how = status.describe(killed_by_master=w.kill_sent)  # no OOM guess for our own kill
         if w.error:
             how = f"{how}: {w.error}" if w.error not in self._reported else f"{how} (same error)"
             self._reported.add(w.error)
@@ -389,7 +391,7 @@ class Supervisor:
         what = (f"still busy after the graceful timeout of {self.config.graceful_timeout_s:g} s"
                 if self._graceful else "still running after a quick stop")
         return [Log("warning", f"{len(pending)} worker(s) {what}: killing "
-                               f"{', '.join(str(w.pid) for w in pending)}"),
+                               f"{', '.join(w.name for w in pending)}"),
                 *(Kill(w.pid, signal.SIGKILL) for w in pending)]
 
     def _check_deadlines(self, now: float) -> list[Action]:

@@ -1,0 +1,162 @@
+"""The master's lifecycle, black-box: real processes, loopback sockets and signals.
+
+Suspension, code reloads (--reload, --preload + SIGHUP), reaping of orphans,
+stop escalation and config-file hooks. Every wait polls a condition with a
+deadline; the one deliberate sleep keeps the master stopped past --timeout.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class Load:
+    """A client requesting ``path`` in a loop in a thread; records bodies and failures."""
+
+    def __init__(self, url: str, path: str = "/") -> None:
+        self.url = url + path
+        self.ok = 0
+        self.failed: list[str] = []
+        self.first_seen: dict[bytes, float] = {}  # body -> monotonic time first served
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 120
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    response = client.get(self.url)
+                except httpx.HTTPError as exc:
+                    self.failed.append(repr(exc))
+                    continue
+                if response.status_code != 200:
+                    self.failed.append(f"HTTP {response.status_code}")
+                    continue
+                self.ok += 1
+                self.first_seen.setdefault(response.content, time.monotonic())
+
+    def wait_more(self, n: int, timeout: float = 15.0) -> None:
+        """Wait until ``n`` more requests have succeeded."""
+        target = self.ok + n
+        wait_until(lambda: self.ok >= target, timeout, message=f"{n} more requests")
+
+    def finish(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+class InFlight:
+    """One request in a thread, expected to be cut off; records how it ended."""
+
+    def __init__(self, url: str) -> None:
+        self.outcome: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(url,), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str) -> None:
+        try:
+            self.outcome = f"HTTP {httpx.get(url, timeout=60).status_code}"
+        except httpx.HTTPError as exc:
+            self.outcome = type(exc).__name__
+
+
+def start_in_flight(server, path: str) -> InFlight:
+    """Start a request to ``path`` and wait until the app is running it."""
+    request = InFlight(server.url + path)
+    server.wait_for_log(r"IN FLIGHT", stream="stdout")
+    return request
+
+
+# ------------------------------------------------------------------ suspension
+
+
+def test_sigstop_longer_than_timeout_kills_no_healthy_worker(arbiter_process) -> None:
+    server = arbiter_process(["lifecycle:app", "--workers", "2", "--timeout", "2"]).wait_ready()
+    pids = server.worker_pids()
+    master = psutil.Process(server.pid)
+    load = Load(server.url, "/pid")
+    load.wait_more(10)
+    server.signal(signal.SIGSTOP)
+    wait_until(lambda: master.status() == psutil.STATUS_STOPPED, 5, message="master stopped")
+    served_before = load.ok
+    time.sleep(4)  # the point of the test: the master stays stopped for 2x --timeout
+    assert load.ok > served_before, "workers must keep serving while the master is stopped"
+    resumed = time.monotonic()
+    server.signal(signal.SIGCONT)
+    server.signal(signal.SIGUSR1)  # a marker: logged once the loop has run again
+    server.wait_for_log(r"received SIGUSR1")
+    print(f"SIGCONT -> master loop running again: {time.monotonic() - resumed:.3f} s")
+    load.wait_more(20)
+    # a heartbeat deadline is checked every pass; give it a few --timeout-sized chances
+    server.signal(signal.SIGUSR1)
+    server.wait_for_log(r"received SIGUSR1", count=2)
+    load.wait_more(20)
+    load.finish()
+    assert "WORKER TIMEOUT" not in server.stderr
+    assert server.worker_pids() == pids
+    assert load.failed == []
+
+
+# ------------------------------------------------------------------ stopping
+
+
+def test_graceful_timeout_kills_a_stuck_worker_and_says_so(arbiter_process) -> None:
+    server = arbiter_process(["lifecycle:app", "--graceful-timeout", "2"]).wait_ready()
+    (pid,) = server.worker_pids()
+    request = start_in_flight(server, "/block?s=30")
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    server.wait_for_log(rf"still busy after the graceful timeout of 2 s: killing worker 1 "
+                        rf"\(pid {pid}\b")
+    assert server.wait_exit(10) == 0
+    elapsed = time.monotonic() - started
+    print(f"SIGTERM -> exit with a stuck worker and --graceful-timeout 2: {elapsed:.2f} s")
+    assert 1.8 <= elapsed < 6
+    wait_until(lambda: request.outcome is not None, 10, message="the request to end")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_second_sigint_during_a_graceful_stop_makes_it_quick(arbiter_process) -> None:
+    server = arbiter_process(["lifecycle:app", "--graceful-timeout", "60"]).wait_ready()
+    request = start_in_flight(server, "/slow?s=60")
+    server.signal(signal.SIGTERM)
+    server.wait_for_log(r"graceful stop of 1 worker")
+    assert server.proc.poll() is None  # draining: waits for the request
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert server.wait_exit(10) == 0
+    elapsed = time.monotonic() - started
+    print(f"second SIGINT -> exit: {elapsed:.2f} s")
+    assert elapsed < 3
+    assert "killing" not in server.stderr  # the worker obeyed; no SIGKILL needed
+    wait_until(lambda: request.outcome is not None, 10, message="the request to end")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_sigint_and_sigquit_stop_quickly_despite_a_request_in_flight(arbiter_process,
+                                                                     sig) -> None:
+    server = arbiter_process(["lifecycle:app", "--workers", "2",
+                              "--graceful-timeout", "60"]).wait_ready()
+    workers = server.worker_pids()
+    request = start_in_flight(server, "/slow?s=60")
+    started = time.monotonic()
+    server.signal(sig)
+    assert server.wait_exit(10) == 0
+    assert time.monotonic() - started < 3
+    server.wait_for_log(r"quick stop of 2 worker")
+    wait_until(lambda: request.outcome is not None, 10, message="the request to end")
+    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
+                               != psutil.STATUS_ZOMBIE for p in workers), 10,
+               message="workers gone")
