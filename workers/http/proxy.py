@@ -712,6 +712,7 @@ class ProxyProtocolParser:
             return None
         family = buf[13]
         length = int.from_bytes(buf[14:16], "big")
+        need, kind = 0, "unspec"
         if command == _V2_PROXY:
             need, kind = _V2_FAMILIES[family]
             if length < need:
