@@ -93,6 +93,7 @@ class Arbiter:
         os.environ.pop(sockets.INHERIT_ENV, None)
         for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             os.environ.pop(name, None)
+        _become_subreaper()
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
@@ -184,6 +185,9 @@ class Arbiter:
             if pipe is not None:  # frames written just before death still count
                 self._read_pipe(pipe)
                 self._close_pipe(pid)
+            if pid not in self.policy.workers:  # an orphan adopted as subreaper
+                log.debug("reaped pid %d (not a worker)", pid)
+                continue
             if os.WIFSIGNALED(status):
                 exit_status = ExitStatus(sig=os.WTERMSIG(status))
             else:
@@ -406,6 +410,27 @@ class Arbiter:
             listener.close(unlink=True)
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Adopt the orphaned descendants of workers (Linux), so they are reaped here.
+
+    Without it, a grandchild whose parent worker exited is reparented to PID 1,
+    which in a container is often the app's own entry point that never reaps:
+    zombies would pile up. The loop reaps every child on each pass anyway.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError):
+        pass
 
 
 def _drain(fd: int) -> None:

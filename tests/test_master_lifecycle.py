@@ -160,3 +160,35 @@ def test_sigint_and_sigquit_stop_quickly_despite_a_request_in_flight(arbiter_pro
     wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
                                != psutil.STATUS_ZOMBIE for p in workers), 10,
                message="workers gone")
+
+
+# ------------------------------------------------------------------ reaping
+
+
+def _zombie_children(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children()
+                if c.status() == psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_orphaned_grandchild_is_adopted_and_reaped_quietly(arbiter_process, tmp_path) -> None:
+    server = arbiter_process(["lifecycle:app", "--workers", "2"]).wait_ready()
+    workers = server.worker_pids()
+    release = tmp_path / "release"
+    response = httpx.get(f"{server.url}/grandchild", params={"release": str(release)},
+                         timeout=10)
+    grandchild = int(response.text)
+    # the worker's child exited at once: the grandchild now belongs to the master (subreaper)
+    assert psutil.Process(grandchild).ppid() == server.pid
+    release.touch()
+    wait_until(lambda: not psutil.pid_exists(grandchild), 10,
+               message=f"grandchild {grandchild} to be reaped")
+    assert _zombie_children(server.pid) == []
+    assert server.worker_pids() == workers
+    server.signal(signal.SIGUSR1)  # a marker: the loop has run again after the reap
+    server.wait_for_log(r"received SIGUSR1")
+    assert str(grandchild) not in server.stderr
+    assert not any(w in server.stderr for w in ("exited with", "was killed"))
+    assert httpx.get(server.url, timeout=5).status_code == 200
