@@ -8,9 +8,11 @@ upgrade to ``workers.websocket``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import time
+import types
 from collections import deque
 from typing import Any
 from urllib.parse import unquote
@@ -38,6 +40,13 @@ class HttpConnection(asyncio.Protocol):
         self.read_paused = False
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.deadline: float | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.write_backlog = 0
+        self.running: HttpCycle | None = None
+        self.limit_concurrency = self.config.limit_concurrency
+        self.access_log = self.config.access_log.enabled
         self.client: tuple[str, int] | None = None
         self.server_addr: tuple[str, int] | None = None
         self.scheme = "http"
@@ -64,6 +73,10 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._stop_write_timer()
         for cycle in self.cycles:
             cycle.client_gone()
         self._wake_body()
@@ -82,12 +95,15 @@ class HttpConnection(asyncio.Protocol):
         except _Upgraded:
             return
         self._wake_body()
+        if self.cycles and self.running is None:
+            self._run(self.cycles[0])
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._stop_write_timer()
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
 
@@ -99,7 +115,9 @@ class HttpConnection(asyncio.Protocol):
         path_bytes, _, query = target.partition(b"?")
         root = self.config.root_path
         try:
-            path = unquote(path_bytes.decode("ascii"), errors="strict")
+            path = path_bytes.decode("ascii")
+            if "%" in path:
+                path = unquote(path, errors="strict")
         except UnicodeError:
             raise RemoteProtocolError(400, "Invalid request target") from None
         scope = {
@@ -111,19 +129,17 @@ class HttpConnection(asyncio.Protocol):
             "extensions": {},
         }
         framing = request_framing(headers, self.config.limit_request_body)
-        if method == "GET" and _wants_websocket(headers):
+        if framing.upgrade and method == "GET" and _wants_websocket(headers):
             self.upgrade_head = (method, target, headers)
             self.upgrade_scope = scope
             return
-        cycle = HttpCycle(scope, self, keep_alive=keep_alive and not self.server.stopping,
-                          expect_continue=framing.expect_continue, default_headers=self.server.default_headers)
+        cycle = HttpCycle(scope, self, keep_alive and not self.server.stopping,
+                          framing.expect_continue, self.server.default_headers)
         self.parsing = cycle
         self.body_received = 0
         self.cycles.append(cycle)
-        if len(self.cycles) == 1:
-            self._run(cycle)
-        else:
-            self.pause_reading()
+        if len(self.cycles) > 1:
+            self.pause_reading()  # pipelined: answer in order, one at a time
 
     def on_body(self, data: bytes) -> None:
         if self.parsing is None:
@@ -165,7 +181,36 @@ class HttpConnection(asyncio.Protocol):
         if not self.write_paused or self.closed:
             return None
         self.drain_waiter = self.loop.create_future()
+        if self.config.timeout_write_s and self.write_timer is None:
+            self.write_backlog = self._buffered()
+            self.write_timer = self.loop.call_later(self.config.timeout_write_s,
+                                                    self._write_stalled)
         return self.drain_waiter
+
+    def _buffered(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def _write_stalled(self) -> None:
+        """The client has not read for timeout_write: drop it, unless it is
+        reading slowly (the buffer shrank), which is progress."""
+        self.write_timer = None
+        if self.closed or not self.write_paused:
+            return
+        backlog = self._buffered()
+        if backlog < self.write_backlog:
+            self.write_backlog = backlog
+            self.write_timer = self.loop.call_later(self.config.timeout_write_s,
+                                                    self._write_stalled)
+            return
+        log.info("dropping a client that read nothing for %.0f s", self.config.timeout_write_s)
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def _stop_write_timer(self) -> None:
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
 
     def _wake_body(self) -> None:
         if self.body_waiter is not None and not self.body_waiter.done():
@@ -188,20 +233,34 @@ class HttpConnection(asyncio.Protocol):
 
     def cycle_done(self, cycle: HttpCycle) -> None:
         self.server.requests_done += 1
-        if self.config.access_log.enabled:
+        if self.access_log:
             self.server.log_access(cycle, self.client)
 
     # ------------------------------------------------------------ running the app
 
     def _run(self, cycle: HttpCycle) -> None:
+        """Run the app eagerly up to its first real suspension; only an app
+        that waits gets a Task (most small responses never do). Each request
+        runs in its own copy of the context, as a Task would."""
+        self.running = cycle
         self.server.active += 1
-        task = self.loop.create_task(self._serve(cycle))
+        coro = self._serve(cycle)
+        context = contextvars.copy_context()
+        try:
+            waiting_on = context.run(coro.send, None)
+        except StopIteration:
+            return
+        task = asyncio.Task(_finish(coro, waiting_on), loop=self.loop, context=context)
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
+    def _run_next(self) -> None:
+        if self.cycles and self.running is None and not self.closed:
+            self._run(self.cycles[0])
+
     async def _serve(self, cycle: HttpCycle) -> None:
         try:
-            if self.server.overloaded():
+            if self.limit_concurrency and self.server.active > self.limit_concurrency:
                 self.write(simple_response(503, "Service Unavailable", b"retry-after: 1\r\n"
                                            + self.server.default_headers()))
                 cycle.keep_alive = False
@@ -241,13 +300,14 @@ class HttpConnection(asyncio.Protocol):
 
     def _after(self, cycle: HttpCycle) -> None:
         self.cycles.popleft()
+        self.running = None
         if self.closed:
             return
         if not cycle.keep_alive or not cycle.body_done or self.server.stopping:
             self._close()
             return
         if self.cycles:
-            self._run(self.cycles[0])
+            self.loop.call_soon(self._run_next)  # not recursively: pipelines can be long
         else:
             self._arm(self.config.keep_alive_s)
         self.resume_reading()
@@ -255,17 +315,32 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ timers & closing
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        if seconds:
-            self.timer = self.loop.call_later(seconds, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self.timer is not None:
+        """Set the idle deadline. One timer handle per connection is re-armed
+        lazily when it fires, instead of a new one per request."""
+        if not seconds:
+            self.deadline = None
+            return
+        self.deadline = deadline = self.loop.time() + seconds
+        if self.timer is not None and self.timer_at > deadline:
             self.timer.cancel()
             self.timer = None
+        if self.timer is None:
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(deadline, self._timed_out)
+
+    def _disarm(self) -> None:
+        self.deadline = None
 
     def _timed_out(self) -> None:
         self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.closed:
+            return
+        if self.loop.time() < deadline - 0.001:
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(deadline, self._timed_out)
+            return
+        self.deadline = None
         if not self.cycles:
             self._close()
 
@@ -290,6 +365,31 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
         if not self.cycles:
             self._arm(min(self.config.keep_alive_s, 1.0) or 0.01)
+
+
+async def _finish(coro: Any, waiting_on: Any) -> Any:
+    return await _resume(coro, waiting_on)
+
+
+@types.coroutine
+def _resume(coro: Any, waiting_on: Any) -> Any:
+    """Drive a coroutine whose first step already ran, as ``yield from`` would."""
+    while True:
+        try:
+            value = yield waiting_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation or close: hand it to the app
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                waiting_on = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 class _Upgraded(Exception):

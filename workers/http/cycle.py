@@ -64,7 +64,7 @@ class HttpCycle:
                  "chunked", "expected_length", "sent_length", "head_only", "status", "started",
                  "bytes_sent", "close_after", "continue_sent", "head_bytes")
 
-    def __init__(self, scope: dict[str, Any], io: CycleIO, *, keep_alive: bool,
+    def __init__(self, scope: dict[str, Any], io: CycleIO, keep_alive: bool,
                  expect_continue: bool, default_headers: Callable[[], bytes]) -> None:
         self.scope = scope
         self.io = io
@@ -135,39 +135,46 @@ class HttpCycle:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in an http cycle")
 
     def _start(self, message: dict[str, Any]) -> None:
-        status = int(message["status"])
+        status = message["status"]
+        if type(status) is not int:
+            status = int(status)
         if not 100 <= status <= 599:
             raise ValueError(f"invalid status code {status}")
-        head = [status_line(status), self.default_headers()]
+        lines = []
         length = None
         for name, value in message.get("headers") or ():
-            name, value = bytes(name), bytes(value)
-            if any(c in name or c in value for c in _FORBIDDEN):
-                raise ValueError(f"invalid response header {name!r}: CR, LF or NUL")
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value)
-                continue
             elif lower == b"transfer-encoding":
-                continue  # we frame the body ourselves
+                pass  # we frame the body ourselves
             elif lower == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
-                continue
-            head.append(name + b": " + value + b"\r\n")
+            else:
+                lines.append(name + b": " + value)
+        block = b"\r\n".join(lines)
+        if lines:
+            # one scan of the whole block instead of three per header: the only
+            # CR/LF allowed are the separators we put in; never NUL
+            if block.count(b"\n") != len(lines) - 1 or block.count(b"\r") != len(lines) - 1 \
+                    or b"\x00" in block:
+                bad = next(n for n, v in message["headers"]
+                           if any(c in n or c in v for c in _FORBIDDEN))
+                raise ValueError(f"invalid response header {bytes(bad)!r}: CR, LF or NUL")
+            block += b"\r\n"
         no_body = self.head_only or status in (204, 304) or status < 200
         if length is not None:
             self.expected_length = length
-            head.append(b"content-length: %d\r\n" % length)
+            block += b"content-length: %d\r\n" % length
         elif not no_body:
             self.chunked = True
-            head.append(b"transfer-encoding: chunked\r\n")
+            block += b"transfer-encoding: chunked\r\n"
         if not self.keep_alive or self.close_after:
             self.keep_alive = False
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
+            block += b"connection: close\r\n"
         self.status = status
         self.response_started = True
-        self.head_bytes = b"".join(head)
+        self.head_bytes = status_line(status) + self.default_headers() + block + b"\r\n"
 
     async def _body(self, message: dict[str, Any]) -> None:
         body = message.get("body", b"")

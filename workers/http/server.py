@@ -64,11 +64,14 @@ class HttpServer:
         self.requests_done = 0
         self.active = 0
         self.stopping = False
-        self._date_cache = (0, b"")
         extra = b"".join(n.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n"
                          for n, v in config.default_headers)
         self._static_headers = (b"server: arbiter\r\n" if config.server_header else b"") + extra
         self._closed_event: asyncio.Event | None = None
+        self._headers = self._static_headers
+        self._date_timer: asyncio.TimerHandle | None = None
+        if config.date_header:
+            self._refresh_date()
 
     @property
     def requests_total(self) -> int:
@@ -79,16 +82,15 @@ class HttpServer:
         return len(self.connections) + len(self.websockets)
 
     def default_headers(self) -> bytes:
-        if not self.config.date_header:
-            return self._static_headers
-        now = int(time.time())
-        if self._date_cache[0] != now:
-            self._date_cache = (now, b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
-        return self._static_headers + self._date_cache[1]
+        """Server, Date and --header lines; Date is refreshed by a timer."""
+        return self._headers
 
-    def overloaded(self) -> bool:
-        limit = self.config.limit_concurrency
-        return bool(limit) and self.active > limit
+    def _refresh_date(self) -> None:
+        now = time.time()
+        self._headers = self._static_headers + b"date: " + formatdate(
+            int(now), usegmt=True).encode() + b"\r\n"
+        # wake just after the next second starts
+        self._date_timer = self.loop.call_later(1.0 - now % 1.0 + 0.001, self._refresh_date)
 
     async def start(self, sockets: list[socket.socket]) -> None:
         context = make_ssl_context(self.config)
