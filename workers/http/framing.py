@@ -7,6 +7,10 @@ final word on how a request body is delimited is said here, once, for both.
 
 from __future__ import annotations
 
+import re
+from collections import deque
+from typing import Any
+
 from workers.http.errors import RemoteProtocolError
 
 
@@ -36,12 +40,17 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
     for name, value in headers:
         if name == b"content-length":
             lengths += 1
-            value = value.strip()
-            if not value.isdigit() or not value.isascii():
+            value = value.strip(b" \t")  # OWS only: bytes.strip() would eat VT and FF
+            if not value.isdigit() or not value.isascii() or len(value) > 19 \
+                    or int(value) >= 1 << 63:
                 raise RemoteProtocolError(400, "Invalid Content-Length")
             length = int(value)
         elif name == b"transfer-encoding":
-            encodings += [t.strip().lower() for t in value.split(b",")]
+            for token in value.split(b","):
+                token = token.strip(b" \t").lower()
+                if _TOKEN_RE.fullmatch(token) is None:
+                    raise RemoteProtocolError(400, "Invalid Transfer-Encoding")
+                encodings.append(token)
         elif name == b"expect" and value.lower() == b"100-continue":
             expect = True
         elif name == b"upgrade":
@@ -58,3 +67,287 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
     if length is None and not encodings and not expect and not upgrade:
         return NO_BODY
     return Framing(length, bool(encodings), expect, upgrade)
+
+
+# ---------------------------------------------------------------------------
+# The gate: one strict pass over the raw byte stream, ahead of either parser.
+#
+# Both parsers are lenient in different places (h11: bare LF line endings,
+# control bytes in values, any chunk extension, blanks after a chunk size;
+# llhttp: blanks in the request line, HTTP/0.9 and 2.0 request lines, no Host
+# check). Rather than patch each one, every byte goes through this gate first;
+# a parser only ever sees a stream the gate has accepted, so both backends give
+# the same answer by construction. The gate also owns the size limits and the
+# parsed head (method, target, version, headers) the parsers hand on.
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*")
+_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])")
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})"
+    rb"(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|\"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*\"))?)*")
+_BAD_PARTIAL_LINE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The methods llhttp knows (minus CONNECT, PRI and the RTSP ones): h11 alone
+# would take any token, and both backends must agree.
+METHODS = frozenset(
+    "GET HEAD POST PUT DELETE OPTIONS TRACE PATCH COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
+    "SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY "
+    "SUBSCRIBE UNSUBSCRIBE PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split())
+# Fields that must not appear in a trailer section (RFC 9110 6.5.1).
+_NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
+_MAX_CHUNK_LINE = 1024
+
+_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _PASS, _CLOSED = range(8)
+
+
+class Head:
+    """A request head the gate accepted, with the facts the parsers pass on."""
+
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "framing", "upgrade")
+
+    def __init__(self, method: str, target: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]], keep_alive: bool,
+                 framing: Framing) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.upgrade = False
+
+
+class RequestGate:
+    """Validate a request stream; pass through only what is well formed.
+
+    ``feed(data)`` returns ``(accepted_bytes, error)``: the caller hands the
+    accepted bytes to its parser and then raises ``error`` if there is one.
+    Heads are held back until complete, so a parser never acts on a head the
+    gate would refuse. Accepted heads queue up in ``heads``.
+    """
+
+    def __init__(self, limits: Any) -> None:
+        self.limit_line = limits.limit_request_line or 0
+        self.limit_fields = limits.limit_request_fields or 0
+        self.limit_field_size = limits.limit_request_field_size or 0
+        self.limit_body = limits.limit_request_body or 0
+        self.max_head = (self.limit_line or 8190) + 16 + \
+            ((self.limit_fields or 100) + 1) * ((self.limit_field_size or 8190) + 4) + 4
+        self.heads: deque[Head] = deque()
+        self.buf = bytearray()
+        self._to(_HEAD)
+        self.remaining = 0
+        self.body_seen = 0
+        self.keep_alive = True
+        self.error: RemoteProtocolError | None = None
+
+    def feed(self, data: bytes) -> tuple[bytes, RemoteProtocolError | None]:
+        if self.error is not None:
+            return b"", self.error
+        out = bytearray()
+        pos = 0
+        try:
+            while pos < len(data):
+                state = self.state
+                if state == _PASS:
+                    out += data[pos:]
+                    pos = len(data)
+                elif state == _CLOSED:
+                    pos = len(data)  # after Connection: close nothing more is read
+                elif state == _BODY or state == _CHUNK_DATA:
+                    take = min(self.remaining, len(data) - pos)
+                    out += data[pos:pos + take]
+                    pos += take
+                    self.remaining -= take
+                    if not self.remaining:
+                        self._body_done() if state == _BODY else self._to(_CHUNK_END)
+                else:
+                    pos = self._line_state(data, pos, out)
+        except RemoteProtocolError as exc:
+            self.error = exc
+            self.buf.clear()
+            return bytes(out), exc
+        return bytes(out), None
+
+    # -------------------------------------------------------------- helpers
+
+    def _to(self, state: int) -> None:
+        self.state = state
+        self.buf.clear()
+        self.line_start = 0
+        self.request: tuple[str, bytes, str] | None = None
+        self.fields: list[tuple[bytes, bytes]] = []
+
+    def _body_done(self) -> None:
+        self._to(_HEAD if self.keep_alive else _CLOSED)
+
+    def _line_state(self, data: bytes, pos: int, out: bytearray) -> int:
+        """Buffer data for a line-oriented state; act on complete lines. Returns new pos."""
+        state = self.state
+        if state == _CHUNK_END:
+            need = 2 - len(self.buf)
+            self.buf += data[pos:pos + need]
+            if self.buf != b"\r\n"[:len(self.buf)]:
+                raise RemoteProtocolError(400, "Chunk data not followed by CRLF")
+            if len(self.buf) == 2:
+                out += self.buf
+                self._to(_CHUNK_SIZE)
+            return pos + need
+        start = len(self.buf)  # bytes of buf that came from earlier feeds
+        self.buf += data[pos:]
+        buf = self.buf
+        if state == _HEAD and self.request is None and self.line_start == 0:
+            # RFC 9112 2.2: empty lines before a request line are ignored
+            skip = 0
+            while buf.startswith(b"\r\n", skip):
+                skip += 2
+            if skip:
+                del buf[:skip]
+                start -= skip
+        if state == _CHUNK_SIZE:
+            end = buf.find(b"\r\n")
+            _check_partial_line(buf, 0, end)
+            if end < 0:
+                if len(buf) > _MAX_CHUNK_LINE:
+                    raise RemoteProtocolError(400, "Chunk size line too long")
+                return len(data)
+            match = _CHUNK_LINE.fullmatch(buf, 0, end)
+            if match is None or end > _MAX_CHUNK_LINE:
+                raise RemoteProtocolError(400, "Invalid chunk size line")
+            size = int(match.group(1), 16)
+            self.body_seen += size
+            if self.limit_body and self.body_seen > self.limit_body:
+                raise RemoteProtocolError(413, "Request body too large")
+            out += b"%x\r\n" % size  # extensions validated, then dropped
+            used = end + 2 - start
+            if size:
+                self._to(_CHUNK_DATA)
+                self.remaining = size
+            else:
+                self._to(_TRAILERS)
+            return pos + used
+        # _HEAD or _TRAILERS: field lines up to an empty line, checked one by one
+        trailers = state == _TRAILERS
+        while True:
+            end = buf.find(b"\r\n", self.line_start)
+            if end < 0:
+                break
+            line = bytes(buf[self.line_start:end])
+            if b"\r" in line or b"\n" in line:
+                raise RemoteProtocolError(400, "Bare CR or LF in request head")
+            self.line_start = end + 2
+            if not line:
+                used = self.line_start - start
+                if trailers:
+                    out += b"\r\n"  # validated, then dropped: no parser hands them on
+                    self._body_done()
+                else:
+                    head = self._finish_head()
+                    # the parser gets the head re-serialized in canonical form, so
+                    # that no quirk of its own (OWS, case) can change the outcome
+                    out += b"%s %s HTTP/%s\r\n%s\r\n" % (
+                        head.method.encode(), head.target, head.version.encode(),
+                        b"".join(b"%s: %s\r\n" % field for field in head.headers))
+                    self.heads.append(head)
+                    self._after_head(head)
+                return pos + used
+            if not trailers and self.request is None:
+                self.request = _request_line(line, self.limit_line)
+            else:
+                self.fields.append(self._field(line, trailers))
+                if self.limit_fields and len(self.fields) > self.limit_fields:
+                    raise RemoteProtocolError(431, "Too many request headers")
+        _check_partial_line(buf, self.line_start, -1)
+        if not trailers and self.request is None:
+            partial = buf[self.line_start:]
+            if partial.endswith(b"\r"):
+                partial = partial[:-1]
+            if _BAD_PARTIAL_LINE.search(partial):
+                raise RemoteProtocolError(400, "Invalid request line")
+            if self.limit_line and len(partial) > self.limit_line + 16:
+                raise RemoteProtocolError(414, "Request line too long")
+        elif self.limit_field_size and len(buf) - self.line_start > self.limit_field_size + 64:
+            raise RemoteProtocolError(431, "Request header field too large")
+        if len(buf) > self.max_head:
+            raise RemoteProtocolError(431, "Request head too large")
+        return len(data)
+
+    def _field(self, line: bytes, trailers: bool) -> tuple[bytes, bytes]:
+        match = _FIELD.fullmatch(line)
+        if match is None:
+            raise RemoteProtocolError(400, "Invalid header line")
+        name, value = match.groups()
+        if self.limit_field_size and len(name) + len(value) > self.limit_field_size:
+            raise RemoteProtocolError(431, "Request header field too large")
+        if _VALUE.fullmatch(value) is None:
+            raise RemoteProtocolError(400, "Invalid header value")
+        name = name.lower()
+        if trailers and name in _NOT_IN_TRAILERS:
+            raise RemoteProtocolError(400, "Framing field in trailers")
+        return name, value
+
+    def _finish_head(self) -> Head:
+        assert self.request is not None
+        method, target, version = self.request
+        headers = self.fields
+        hosts = sum(1 for name, _ in headers if name == b"host")
+        if hosts > 1 or (version == "1.1" and not hosts):
+            raise RemoteProtocolError(400, "A request needs exactly one Host header")
+        framing = request_framing(headers, self.limit_body)
+        keep_alive = version == "1.1"
+        upgrade = False
+        for name, value in headers:
+            if name == b"connection":
+                tokens = {t.strip(b" \t") for t in value.lower().split(b",")}
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+                upgrade = upgrade or b"upgrade" in tokens
+            elif name == b"upgrade":
+                upgrade = upgrade or b"websocket" in value.lower()
+        head = Head(method, target, version, headers, keep_alive, framing)
+        head.upgrade = upgrade
+        return head
+
+    def _after_head(self, head: Head) -> None:
+        self.keep_alive = head.keep_alive
+        self.body_seen = 0
+        framing = head.framing
+        if framing.chunked:
+            self._to(_CHUNK_SIZE)
+        elif framing.content_length:
+            self._to(_BODY)
+            self.remaining = framing.content_length
+        elif head.upgrade and head.method == "GET":
+            self._to(_PASS)  # the bytes belong to whoever takes the upgrade
+        else:
+            self._body_done()
+
+
+def _request_line(line: bytes, limit: int) -> tuple[str, bytes, str]:
+    match = _REQUEST_LINE.fullmatch(line)
+    if match is None:
+        if limit and len(line) > limit + 16:
+            raise RemoteProtocolError(414, "Request line too long")
+        raise RemoteProtocolError(400, "Invalid request line")
+    method = match.group(1).decode("ascii")
+    if method not in METHODS:
+        raise RemoteProtocolError(400, "Unknown HTTP method")
+    target = match.group(2)
+    if limit and len(target) > limit:
+        raise RemoteProtocolError(414, "Request line too long")
+    return method, target, match.group(3).decode("ascii")
+
+
+def _check_partial_line(buf: bytearray, start: int, end: int) -> None:
+    """Only CRLF ends a line: refuse a bare LF, or a CR before anything but LF,
+    in buf[start:end] (end < 0: up to the end, where a CR may still get its LF)."""
+    stop = len(buf) if end < 0 else end
+    if buf.find(b"\n", start, stop) >= 0:
+        raise RemoteProtocolError(400, "Bare LF in request")
+    cr = buf.find(b"\r", start, stop)
+    if cr >= 0 and (end >= 0 or cr + 1 < len(buf)):
+        raise RemoteProtocolError(400, "Bare CR in request")
