@@ -105,6 +105,10 @@ class Arbiter:
         self._adopt_workers()
         if arb.reload:
             from arbiter.reloader import StatReloader
+            # A .pyc written now would record the source mtime in whole seconds (plus the
+            # size), so a same-size save within that second would import as the old code.
+            # Development only: compiling without a cache is cheap. Workers inherit this.
+            sys.dont_write_bytecode = True
             self.reloader = StatReloader(arb.reload_dirs or [self.config["app_dir"]],
                                          arb.reload_include, arb.reload_exclude)
         _set_title(f"arbiter: master [{arb.proc_name}]")

@@ -1,7 +1,9 @@
 """--reload: notice source changes by polling mtimes (development only).
 
 The master calls ``changed()`` from its loop about twice a second; a change
-starts the same rolling reload as SIGHUP, so the socket stays bound.
+starts the same rolling reload as SIGHUP, so the socket stays bound. The
+master turns off writing .pyc files in this mode: a cache written within the
+second of a save would hide a second same-size save from the import system.
 """
 
 from __future__ import annotations

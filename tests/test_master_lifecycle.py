@@ -7,15 +7,17 @@ deadline; the one deliberate sleep keeps the master stopped past --timeout.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import APPS, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -192,3 +194,50 @@ def test_orphaned_grandchild_is_adopted_and_reaped_quietly(arbiter_process, tmp_
     assert str(grandchild) not in server.stderr
     assert not any(w in server.stderr for w in ("exited with", "was killed"))
     assert httpx.get(server.url, timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------ code reloads
+
+
+def copy_app(tmp_path: Path, name: str) -> Path:
+    """A private copy of the lifecycle app that the test may edit."""
+    target = tmp_path / f"{name}.py"
+    target.write_text((APPS / "lifecycle.py").read_text())
+    return target
+
+
+def edit_body(app: Path, old: bytes, new: bytes, mtime: float | None = None) -> None:
+    """Change the served body in place, the way an editor saving the file would."""
+    source = app.read_text()
+    assert old.decode() in source
+    app.write_text(source.replace(old.decode(), new.decode()))
+    if mtime is not None:
+        os.utime(app, (mtime, mtime))
+
+
+# Python's default: write __pycache__ (the test environment may turn it off).
+WRITE_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
+
+
+def test_reload_serves_edited_code_without_a_failed_request(arbiter_process,
+                                                            tmp_path) -> None:
+    app = copy_app(tmp_path, "devapp")
+    # Two saves within one second, made deterministic: a .pyc records its source's
+    # mtime in whole seconds and its size, so a same-size edit in the same second
+    # looks unchanged to the import system.
+    second = int(time.time()) - 100
+    os.utime(app, (second + 0.1, second + 0.1))
+    server = arbiter_process(["devapp:app", "--workers", "2", "--reload",
+                              "--app-dir", str(tmp_path)], cwd=tmp_path,
+                             env=WRITE_BYTECODE).wait_ready()
+    load = Load(server.url)
+    load.wait_more(20)
+    edited = time.monotonic()
+    edit_body(app, b"version one", b"version two", mtime=second + 0.6)  # same size too
+    wait_until(lambda: b"version two" in load.first_seen, 20, message="the edited body")
+    print(f"--reload: edit -> new body served: {load.first_seen[b'version two'] - edited:.2f} s")
+    server.wait_for_log(r"reload: generation 2 is serving", timeout=20)
+    load.wait_more(20)
+    load.finish()
+    assert load.failed == []
+    assert set(load.first_seen) == {b"version one", b"version two"}
