@@ -84,3 +84,17 @@ def test_random_bytes_only_ever_raise_remote_protocol_error(parts: list[bytes],
         # anything else than RemoteProtocolError propagates and fails the test
         results.append(_feed_all(parser_class, _splits(raw, cuts)))
     assert results[0] == results[1], raw
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+@pytest.mark.parametrize("raw", [
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x85ab",
+    # an upgrade nobody takes: what follows is not parsed as HTTP by either backend
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /x HTTP/1.1\r\n\r\n",
+], ids=["websocket", "h2c"])
+def test_backends_agree_on_upgrades(raw: bytes, split: str) -> None:
+    results = [run(p, raw, split) for p in PARSERS]
+    assert results[0] == results[1]
+    assert results[0][0] is None and results[0][1][-1][0] == "upgrade"

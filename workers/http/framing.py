@@ -141,6 +141,7 @@ class RequestGate:
         self.remaining = 0
         self.body_seen = 0
         self.keep_alive = True
+        self.upgrade = False
         self.error: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> tuple[bytes, RemoteProtocolError | None]:
@@ -181,7 +182,10 @@ class RequestGate:
         self.fields: list[tuple[bytes, bytes]] = []
 
     def _body_done(self) -> None:
-        self._to(_HEAD if self.keep_alive else _CLOSED)
+        if self.upgrade:
+            self._to(_PASS)  # the bytes belong to whoever takes the upgrade (or refuses it)
+        else:
+            self._to(_HEAD if self.keep_alive else _CLOSED)
 
     def _line_state(self, data: bytes, pos: int, out: bytearray) -> int:
         """Buffer data for a line-oriented state; act on complete lines. Returns new pos."""
@@ -297,7 +301,7 @@ class RequestGate:
             raise RemoteProtocolError(400, "A request needs exactly one Host header")
         framing = request_framing(headers, self.limit_body)
         keep_alive = version == "1.1"
-        upgrade = False
+        connection_upgrade = upgrade_field = False
         for name, value in headers:
             if name == b"connection":
                 tokens = {t.strip(b" \t") for t in value.lower().split(b",")}
@@ -305,15 +309,17 @@ class RequestGate:
                     keep_alive = False
                 elif b"keep-alive" in tokens:
                     keep_alive = True
-                upgrade = upgrade or b"upgrade" in tokens
+                connection_upgrade = connection_upgrade or b"upgrade" in tokens
             elif name == b"upgrade":
-                upgrade = upgrade or b"websocket" in value.lower()
+                upgrade_field = True
         head = Head(method, target, version, headers, keep_alive, framing)
-        head.upgrade = upgrade
+        # as llhttp sees it: after this message the bytes are another protocol's
+        head.upgrade = connection_upgrade and upgrade_field
         return head
 
     def _after_head(self, head: Head) -> None:
         self.keep_alive = head.keep_alive
+        self.upgrade = head.upgrade
         self.body_seen = 0
         framing = head.framing
         if framing.chunked:
@@ -321,8 +327,6 @@ class RequestGate:
         elif framing.content_length:
             self._to(_BODY)
             self.remaining = framing.content_length
-        elif head.upgrade and head.method == "GET":
-            self._to(_PASS)  # the bytes belong to whoever takes the upgrade
         else:
             self._body_done()
 

@@ -23,11 +23,15 @@ class H11Parser:
         self.gate = RequestGate(limits)
         self.max_head = self.gate.max_head + 1024
         self.conn = self._new()
+        self.upgrading = False
+        self.upgraded = False  # the rest of the stream is not HTTP/1.1 any more
 
     def _new(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
 
     def feed(self, data: bytes) -> None:
+        if self.upgraded:
+            return
         accepted, error = self.gate.feed(data)
         if accepted:
             self.conn.receive_data(accepted)
@@ -54,8 +58,11 @@ class H11Parser:
                 leftover = self.conn.trailing_data[0]
                 self.conn = self._new()
                 self.sink.on_end()
-                if getattr(self.sink, "upgrade_head", None) is not None:
+                if self.upgrading or getattr(self.sink, "upgrade_head", None) is not None:
+                    # (httptools reports every Connection: upgrade request the same way)
+                    self.upgraded = True
                     self.sink.on_upgrade(bytes(leftover))
+                    return
                 if leftover:
                     self.conn.receive_data(leftover)
                 else:
@@ -65,5 +72,6 @@ class H11Parser:
 
     def _on_request(self) -> None:
         head = self.gate.heads.popleft()
+        self.upgrading = head.upgrade
         self.sink.on_head(head.method, head.target, head.version, head.headers,
                           head.keep_alive)

@@ -22,8 +22,11 @@ class HttptoolsParser:
         self.limits = limits
         self.gate = RequestGate(limits)
         self.parser = httptools.HttpRequestParser(self)
+        self.upgraded = False  # the rest of the stream is not HTTP/1.1 any more
 
     def feed(self, data: bytes) -> None:
+        if self.upgraded:
+            return
         accepted, error = self.gate.feed(data)
         if accepted:
             self._feed(accepted)
@@ -35,6 +38,7 @@ class HttptoolsParser:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             offset = self.parser_upgrade_offset(data)
+            self.upgraded = True
             self.sink.on_upgrade(data[offset:] if offset is not None else b"")
         except httptools.HttpParserInvalidMethodError:
             raise RemoteProtocolError(400, "Invalid HTTP method") from None
