@@ -241,3 +241,30 @@ def test_reload_serves_edited_code_without_a_failed_request(arbiter_process,
     load.finish()
     assert load.failed == []
     assert set(load.first_seen) == {b"version one", b"version two"}
+
+
+def test_preload_hup_reexecs_in_place_and_serves_new_code(arbiter_process, tmp_path) -> None:
+    app = copy_app(tmp_path, "prodapp")
+    deployed = time.time() - 100  # deployed earlier; same-second saves are the test above
+    os.utime(app, (deployed, deployed))
+    server = arbiter_process(["prodapp:app", "--workers", "2", "--preload",
+                              "--app-dir", str(tmp_path)], cwd=tmp_path,
+                             env=WRITE_BYTECODE).wait_ready()
+    old_workers = server.worker_pids()
+    load = Load(server.url)
+    load.wait_more(20)
+    edit_body(app, b"version one", b"version two")
+    hup = time.monotonic()
+    server.signal(signal.SIGHUP)
+    adopted = server.wait_for_log(r"\[(\d+)\] \[INFO\] adopted 2 worker\(s\)", timeout=30)
+    assert int(adopted.group(1)) == server.pid  # the re-executed master kept its PID
+    wait_until(lambda: b"version two" in load.first_seen, 30, message="the edited body")
+    print(f"--preload SIGHUP -> new body served: {load.first_seen[b'version two'] - hup:.2f} s")
+    server.wait_for_log(r"reload: generation \d+ is serving", timeout=30)
+    load.wait_more(20)
+    load.finish()
+    assert server.proc.poll() is None
+    assert load.failed == []
+    wait_until(lambda: len(server.worker_pids()) == 2
+               and not set(old_workers) & set(server.worker_pids()), 20,
+               message="the old workers to be replaced")
