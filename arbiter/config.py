@@ -17,6 +17,8 @@ from arbiter.addresses import Address, parse_address
 from arbiter.errors import ConfigError
 from arbiter.settings import BY_NAME, SETTINGS, InvalidValue, Setting, default_of
 
+# gunicorn's hook names, called by arbiter.master. post_worker_init stays listed so that
+# a config defining it is refused with the reason, not as an unknown setting.
 HOOK_NAMES = frozenset({
     "on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init", "worker_exit",
     "on_reload", "on_exit", "child_exit",
@@ -206,6 +208,11 @@ def resolve(
     for name, hook in hooks.items():
         if not callable(hook):
             raise ConfigError(f"config file: {name}", hook, "a hook must be callable")
+    if "post_worker_init" in hooks:
+        raise ConfigError("config file hook", "post_worker_init",
+                          "not supported: a worker imports the app inside its event loop, so "
+                          "there is no moment that matches; use post_fork (runs in the "
+                          "worker right after the fork) or the app's lifespan startup")
     unknown = sorted(k for k in file_values if k not in BY_NAME)
     if unknown:
         raise ConfigError(f"config file setting {unknown[0]}", file_values[unknown[0]],

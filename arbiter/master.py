@@ -4,11 +4,17 @@ Sleep until the next deadline, a heartbeat frame or a signal; feed what
 happened to the policy (``arbiter.policy``); carry out its actions with fork,
 kill and waitpid. Signal handlers only enqueue the signal number; the loop does
 the work. This module owns processes, not decisions.
+
+Config-file hooks keep gunicorn's names, arguments and moments: on_starting,
+when_ready (listeners bound, before the first fork), pre_fork, post_fork (in
+the worker), on_reload, worker_exit (in the worker), child_exit (in the master)
+and on_exit. A hook gets the Arbiter and, for worker hooks, a ``WorkerInfo``.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gc
 import logging
 import os
@@ -36,6 +42,22 @@ RSS_SAMPLE_INTERVAL_S = 1.0
 
 # A worker entry point: (slot, generation, config, listeners, heartbeat fd, preloaded app) -> code
 WorkerEntry = Callable[[int, int, Config, list[Any], int, Any], int]
+
+
+@dataclasses.dataclass
+class WorkerInfo:
+    """What a worker hook learns about its worker (gunicorn passes its Worker object).
+
+    ``pid`` is None in pre_fork; ``exit_status`` is set in child_exit and
+    ``exit_code`` in worker_exit.
+    """
+
+    slot: int
+    generation: int
+    pid: int | None = None
+    exit_status: ExitStatus | None = None
+    exit_code: int | None = None
+    log: logging.Logger = dataclasses.field(default=log, repr=False)
 
 
 class _WorkerPipe:
@@ -68,9 +90,14 @@ class Arbiter:
         self._announced_ready = False
         self._reexecing = False
         self.reloader: Any = None
+        self.log = log  # for hooks written for gunicorn (server.log.info(...))
         arb = config.arbiter()
         self.policy = Supervisor(self._policy_config(config), time.monotonic())
         self.pid_file = arb.pid_file
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
 
     # ---------------------------------------------------------------- setup
 
@@ -86,6 +113,7 @@ class Arbiter:
     def start(self) -> None:
         """Bind (or adopt) listeners and install signal handling. Raises typed errors."""
         arb = self.config.arbiter()
+        self._hook("on_starting")
         self.listeners = sockets.open_listeners(arb.addresses, arb.backlog, arb.uds_mode,
                                                 os.environ)
         if self.pid_file:
@@ -115,6 +143,17 @@ class Arbiter:
         for listener in self.listeners:
             log.info("Listening at: %s (%d)", listener.url(), os.getpid())
         log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
+        self._hook("when_ready")
+
+    def _hook(self, name: str, *args: Any, config: Config | None = None) -> None:
+        """Call a config-file hook; one that raises is logged, never fatal."""
+        hook = (config or self.config).hooks.get(name)
+        if hook is None:
+            return
+        try:
+            hook(self, *args)
+        except Exception:
+            log.exception("hook %s raised; carrying on", name)
 
     def _enqueue_signal(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
@@ -189,7 +228,8 @@ class Arbiter:
             if pipe is not None:  # frames written just before death still count
                 self._read_pipe(pipe)
                 self._close_pipe(pid)
-            if pid not in self.policy.workers:  # an orphan adopted as subreaper
+            record = self.policy.workers.get(pid)
+            if record is None:  # an orphan adopted as subreaper
                 log.debug("reaped pid %d (not a worker)", pid)
                 continue
             if os.WIFSIGNALED(status):
@@ -197,6 +237,8 @@ class Arbiter:
             else:
                 exit_status = ExitStatus(code=os.waitstatus_to_exitcode(status))
             self._execute(self.policy.worker_exited(pid, exit_status, now))
+            self._hook("child_exit", WorkerInfo(record.slot, record.generation, pid,
+                                                exit_status=exit_status))
 
     def _sample_rss(self, now: float) -> None:
         if not self.config.arbiter().max_rss_mib or now < self._next_rss_sample:
@@ -234,6 +276,8 @@ class Arbiter:
         elif sig == signal.SIGHUP:
             if self.config.arbiter().preload:
                 log.info("--preload: a reload must load new code, so re-executing the master")
+                if not self.policy.stopping:
+                    self._hook("on_reload")
                 self._reexec()
             else:
                 self._reload(now)
@@ -266,6 +310,7 @@ class Arbiter:
         self.config = new_config
         self.policy.config = self._policy_config(new_config)
         self.policy.target = new_config.arbiter().workers
+        self._hook("on_reload")  # the new config's hook, as in gunicorn
         actions = self.policy.request_reload(now)
         self.configs[self.policy.generation] = new_config
         self._execute(actions)
@@ -304,6 +349,7 @@ class Arbiter:
 
     def _spawn(self, spawn: Spawn) -> None:
         config = self.configs.get(spawn.generation, self.config)
+        self._hook("pre_fork", WorkerInfo(spawn.slot, spawn.generation), config=config)
         read_fd, write_fd = os.pipe()
         if self.config.arbiter().preload:
             gc.freeze()
@@ -328,6 +374,7 @@ class Arbiter:
 
     def _become_worker(self, spawn: Spawn, config: Config, heartbeat_fd: int) -> None:
         code = int(ExitCode.RUNTIME_ERROR)
+        info = WorkerInfo(spawn.slot, spawn.generation, os.getpid())
         try:
             signal.set_wakeup_fd(-1)
             for sig in HANDLED_SIGNALS:
@@ -337,6 +384,7 @@ class Arbiter:
             self.selector.close()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
+            self._hook("post_fork", info, config=config)
             code = self.worker_entry(spawn.slot, spawn.generation, config,
                                      [listener.sock for listener in self.listeners],
                                      heartbeat_fd, self.preloaded_app)
@@ -345,6 +393,8 @@ class Arbiter:
         except BaseException:
             log.exception("worker %d crashed", spawn.slot)
         finally:
+            info.exit_code = code
+            self._hook("worker_exit", info, config=config)
             from arbiter import logs
             logs.flush()
             os._exit(code)
@@ -414,6 +464,7 @@ class Arbiter:
             listener.close(unlink=True)
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
+        self._hook("on_exit")
 
 
 PR_SET_CHILD_SUBREAPER = 36

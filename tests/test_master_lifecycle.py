@@ -268,3 +268,104 @@ def test_preload_hup_reexecs_in_place_and_serves_new_code(arbiter_process, tmp_p
     wait_until(lambda: len(server.worker_pids()) == 2
                and not set(old_workers) & set(server.worker_pids()), 20,
                message="the old workers to be replaced")
+
+
+# ------------------------------------------------------------------ config hooks
+
+HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "on_reload", "worker_exit",
+         "child_exit", "on_exit")
+HOOKS_CONFIG = '''
+import os
+
+_RAISE = os.environ.get("HOOK_RAISE", "").split(",")
+
+
+def _record(name, worker=None):
+    line = f"{name} pid={os.getpid()}"
+    if worker is not None:
+        line += f" slot={worker.slot} gen={worker.generation} wpid={worker.pid}"
+    fd = os.open(os.environ["HOOK_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (line + "\\n").encode())
+    os.close(fd)
+    if name in _RAISE:
+        raise RuntimeError(f"{name} fails on purpose")
+
+
+def on_starting(arbiter): _record("on_starting")
+def when_ready(arbiter): _record("when_ready")
+def pre_fork(arbiter, worker): _record("pre_fork", worker)
+def post_fork(arbiter, worker): _record("post_fork", worker)
+def on_reload(arbiter): _record("on_reload")
+def worker_exit(arbiter, worker): _record("worker_exit", worker)
+def child_exit(arbiter, worker): _record("child_exit", worker)
+def on_exit(arbiter): _record("on_exit")
+'''
+
+
+def start_with_hooks(arbiter_process, tmp_path: Path, raising: tuple[str, ...] = ()):
+    config = tmp_path / "hooks.py"
+    config.write_text(HOOKS_CONFIG)
+    record = tmp_path / "hooks.log"
+    server = arbiter_process(["lifecycle:app", "--workers", "1", "--config", str(config)],
+                             env={"HOOK_LOG": str(record), "HOOK_RAISE": ",".join(raising)})
+    return server, record
+
+
+def hook_lines(record: Path) -> list[str]:
+    return record.read_text().splitlines() if record.exists() else []
+
+
+def test_config_hooks_run_at_gunicorns_moments_in_the_right_process(arbiter_process,
+                                                                    tmp_path) -> None:
+    server, record = start_with_hooks(arbiter_process, tmp_path)
+    server.wait_ready()
+    (first,) = server.worker_pids()
+    master = server.pid
+    assert hook_lines(record) == [
+        f"on_starting pid={master}", f"when_ready pid={master}",
+        f"pre_fork pid={master} slot=1 gen=1 wpid=None",
+        f"post_fork pid={first} slot=1 gen=1 wpid={first}"]
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reload: generation 2 is serving")
+    wait_until(lambda: f"child_exit pid={master} slot=1 gen=1 wpid={first}"
+               in hook_lines(record), 10, message="child_exit of the first worker")
+    (second,) = server.worker_pids()
+    after_reload = hook_lines(record)[4:]
+    assert after_reload[:3] == [
+        f"on_reload pid={master}", f"pre_fork pid={master} slot=1 gen=2 wpid=None",
+        f"post_fork pid={second} slot=1 gen=2 wpid={second}"]
+    assert after_reload.index(f"worker_exit pid={first} slot=1 gen=1 wpid={first}") < \
+        after_reload.index(f"child_exit pid={master} slot=1 gen=1 wpid={first}")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(10) == 0
+    assert hook_lines(record)[-3:] == [
+        f"worker_exit pid={second} slot=1 gen=2 wpid={second}",
+        f"child_exit pid={master} slot=1 gen=2 wpid={second}", f"on_exit pid={master}"]
+    assert len(hook_lines(record)) == 12
+
+
+def test_a_raising_hook_is_logged_by_name_and_kills_nothing(arbiter_process,
+                                                            tmp_path) -> None:
+    server, record = start_with_hooks(arbiter_process, tmp_path, raising=HOOKS)
+    server.wait_ready()
+    (worker,) = server.worker_pids()
+    assert httpx.get(server.url, timeout=5).text == "version one"
+    assert server.worker_pids() == [worker]  # post_fork raised, yet the worker serves
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reload: generation 2 is serving")
+    assert httpx.get(server.url, timeout=5).status_code == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(10) == 0
+    for name in HOOKS:
+        assert f"hook {name} raised; carrying on" in server.stderr, name
+        assert f"RuntimeError: {name} fails on purpose" in server.stderr, name
+    assert len(hook_lines(record)) == 12  # every hook still ran once per moment
+
+
+def test_post_worker_init_is_refused_with_its_name(arbiter_process, tmp_path) -> None:
+    config = tmp_path / "hooks.py"
+    config.write_text("def post_worker_init(worker):\n    pass\n")
+    server = arbiter_process(["lifecycle:app", "--config", str(config)])
+    assert server.wait_exit(15) == 2
+    assert "post_worker_init" in server.stderr and "not supported" in server.stderr
+    assert "Listening at" not in server.stderr
