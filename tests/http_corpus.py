@@ -351,8 +351,9 @@ class RecordingSink:
         self.events: list[list] = []
         self.received = 0
 
-    def on_head(self, method: str, target: bytes, version: str,
-                headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+    def on_head(self, head) -> None:
+        method, target, version, headers, keep_alive = (
+            head.method, head.target, head.version, head.headers, head.keep_alive)
         self.request_framing(headers, self.limit_body)
         # keep the list itself: a parser that appends to it later (trailers) is caught
         self.events.append(["head", method, target, version, headers, keep_alive])

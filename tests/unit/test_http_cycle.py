@@ -21,9 +21,9 @@ class Sink:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
 
-    def on_head(self, method: str, target: bytes, version: str, headers: list[Any],
-                keep_alive: bool) -> None:
-        self.events.append(("head", method, target, version, tuple(headers), keep_alive))
+    def on_head(self, head: Any) -> None:
+        self.events.append(("head", head.method, head.target, head.version,
+                            tuple(head.headers), head.keep_alive))
 
     def on_body(self, data: bytes) -> None:
         if self.events and self.events[-1][0] == "body":

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from workers.http.cycle import HttpCycle, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
-from workers.http.framing import request_framing
+from workers.http.framing import Head
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -45,6 +45,7 @@ class HttpConnection(asyncio.Protocol):
         self.write_timer: asyncio.TimerHandle | None = None
         self.write_backlog = 0
         self.running: HttpCycle | None = None
+        self.head_timer = False  # the deadline running is timeout_header's
         self.limit_concurrency = self.config.limit_concurrency
         self.access_log = self.config.access_log.enabled
         self.client: tuple[str, int] | None = None
@@ -67,6 +68,7 @@ class HttpConnection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         self.server.connections.add(self)
+        self.head_timer = True
         self._arm(self.config.timeout_header_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -85,8 +87,6 @@ class HttpConnection(asyncio.Protocol):
         self.server.connection_closed()
 
     def data_received(self, data: bytes) -> None:
-        if not self.cycles and not self.server.stopping:
-            self._arm(self.config.timeout_header_s)
         try:
             self.parser.feed(data)
         except RemoteProtocolError as exc:
@@ -95,8 +95,14 @@ class HttpConnection(asyncio.Protocol):
         except _Upgraded:
             return
         self._wake_body()
-        if self.cycles and self.running is None:
-            self._run(self.cycles[0])
+        if self.cycles:
+            if self.running is None:
+                self._run(self.cycles[0])
+        elif not self.head_timer and not self.server.stopping:
+            # part of a request head: the client has timeout_header from now
+            # to complete it, however slowly the rest trickles in
+            self.head_timer = True
+            self._arm(self.config.timeout_header_s)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -109,9 +115,10 @@ class HttpConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ parser sink
 
-    def on_head(self, method: str, target: bytes, version: str,
-                headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
-        self._disarm()
+    def on_head(self, head: Head) -> None:
+        self.deadline = None
+        self.head_timer = False
+        target = head.target
         path_bytes, _, query = target.partition(b"?")
         root = self.config.root_path
         try:
@@ -120,20 +127,22 @@ class HttpConnection(asyncio.Protocol):
                 path = unquote(path, errors="strict")
         except UnicodeError:
             raise RemoteProtocolError(400, "Invalid request target") from None
+        method = head.method
+        headers = head.headers
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.5"},
-            "http_version": version, "method": method, "scheme": self.scheme,
+            "http_version": head.version, "method": method, "scheme": self.scheme,
             "path": root + path, "raw_path": path_bytes, "query_string": query,
             "root_path": root, "headers": headers, "client": self.client,
             "server": self.server_addr, "state": dict(self.server.lifespan_state),
             "extensions": {},
         }
-        framing = request_framing(headers, self.config.limit_request_body)
+        framing = head.framing
         if framing.upgrade and method == "GET" and _wants_websocket(headers):
             self.upgrade_head = (method, target, headers)
             self.upgrade_scope = scope
             return
-        cycle = HttpCycle(scope, self, keep_alive and not self.server.stopping,
+        cycle = HttpCycle(scope, self, head.keep_alive and not self.server.stopping,
                           framing.expect_continue, self.server.default_headers)
         self.parsing = cycle
         self.body_received = 0
@@ -243,60 +252,73 @@ class HttpConnection(asyncio.Protocol):
         that waits gets a Task (most small responses never do). Each request
         runs in its own copy of the context, as a Task would."""
         self.running = cycle
-        self.server.active += 1
-        coro = self._serve(cycle)
+        server = self.server
+        server.active += 1
+        if self.limit_concurrency and server.active > self.limit_concurrency:
+            self.write(simple_response(503, "Service Unavailable",
+                                       b"retry-after: 1\r\n" + server.default_headers()))
+            cycle.keep_alive = False
+            cycle.response_complete = True
+            self._finished(cycle, None)
+            return
         context = contextvars.copy_context()
         try:
+            coro = context.run(server.app, cycle.scope, cycle.receive, cycle.send)
+            if type(coro) is not types.CoroutineType:
+                coro = _awaited(coro)
             waiting_on = context.run(coro.send, None)
         except StopIteration:
+            self._finished(cycle, None)
             return
-        task = asyncio.Task(_finish(coro, waiting_on), loop=self.loop, context=context)
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        except BaseException as exc:
+            self._finished(cycle, exc)
+            return
+        task = asyncio.Task(self._finish(coro, waiting_on, cycle), loop=self.loop,
+                            context=context)
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
+
+    async def _finish(self, coro: Any, waiting_on: Any, cycle: HttpCycle) -> None:
+        try:
+            await _resume(coro, waiting_on)
+        except BaseException as exc:
+            self._finished(cycle, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        else:
+            self._finished(cycle, None)
 
     def _run_next(self) -> None:
         if self.cycles and self.running is None and not self.closed:
             self._run(self.cycles[0])
 
-    async def _serve(self, cycle: HttpCycle) -> None:
-        try:
-            if self.limit_concurrency and self.server.active > self.limit_concurrency:
-                self.write(simple_response(503, "Service Unavailable", b"retry-after: 1\r\n"
-                                           + self.server.default_headers()))
-                cycle.keep_alive = False
-                cycle.response_complete = True
-            else:
-                await self.server.app(cycle.scope, cycle.receive, cycle.send)
-        except ClientDisconnected:
-            pass
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                self._close()
-                raise
-            log.error("exception in the app at %s %s", cycle.scope["method"],
-                      _printable(cycle.scope["path"]), exc_info=exc)
-            if not cycle.response_started:
-                self.write(simple_response(500, "Internal Server Error",
-                                           self.server.default_headers()))
-                cycle.status = 500
-                cycle.keep_alive = False
-                cycle.response_complete = True
-                self.cycle_done(cycle)
-            else:
-                self._close()
-        else:
+    def _finished(self, cycle: HttpCycle, exc: BaseException | None) -> None:
+        """The app is done with this request, one way or another."""
+        self.server.active -= 1
+        if exc is None:
             if not cycle.response_started and not cycle.disconnected:
                 log.error("the app returned without a response at %s",
                           _printable(cycle.scope["path"]))
-                self.write(simple_response(500, "Internal Server Error",
-                                           self.server.default_headers()))
-                cycle.keep_alive = False
-                cycle.response_complete = True
+                self._answer_500(cycle)
             elif not cycle.response_complete:
                 cycle.keep_alive = False
-        finally:
-            self.server.active -= 1
+        elif isinstance(exc, asyncio.CancelledError):
+            self._close()
+        elif not isinstance(exc, ClientDisconnected):
+            log.error("exception in the app at %s %s", cycle.scope["method"],
+                      _printable(cycle.scope["path"]), exc_info=exc)
+            if not cycle.response_started:
+                self._answer_500(cycle)
+                self.cycle_done(cycle)
+            else:
+                self._close()  # never pass off half a response as complete
         self._after(cycle)
+
+    def _answer_500(self, cycle: HttpCycle) -> None:
+        self.write(simple_response(500, "Internal Server Error", self.server.default_headers()))
+        cycle.status = 500
+        cycle.keep_alive = False
+        cycle.response_complete = True
 
     def _after(self, cycle: HttpCycle) -> None:
         self.cycles.popleft()
@@ -367,8 +389,9 @@ class HttpConnection(asyncio.Protocol):
             self._arm(min(self.config.keep_alive_s, 1.0) or 0.01)
 
 
-async def _finish(coro: Any, waiting_on: Any) -> Any:
-    return await _resume(coro, waiting_on)
+async def _awaited(awaitable: Any) -> Any:
+    """Make any awaitable an app may return into a coroutine we can step."""
+    return await awaitable
 
 
 @types.coroutine

