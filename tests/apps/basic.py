@@ -1,6 +1,7 @@
 """Test apps: raw ASGI, no framework. Deliberate sleeps here are app behaviour."""
 
 import asyncio
+import json
 import os
 import time
 from urllib.parse import parse_qs
@@ -40,6 +41,15 @@ async def app(scope, receive, send):
         payload = scope["state"].get("greeting", "").encode()
     elif path == "/echo":
         payload = body
+    elif path == "/scope":
+        payload = json.dumps({
+            "client": scope["client"], "server": scope["server"], "scheme": scope["scheme"],
+            "path": scope["path"], "raw_path": scope["raw_path"].decode("latin-1"),
+            "root_path": scope["root_path"], "http_version": scope["http_version"],
+            "query_string": scope["query_string"].decode("latin-1"),
+            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
+            "extensions": sorted(scope.get("extensions") or {}),
+        }).encode()
     elif path == "/error":
         raise RuntimeError("boom")
     else:

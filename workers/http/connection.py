@@ -20,6 +20,8 @@ from urllib.parse import unquote
 from workers.http.cycle import HttpCycle, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
 from workers.http.framing import Head
+from workers.http.proxy import (V2_SIGNATURE, ProxyProtocolError, ProxyProtocolParser,
+                                apply_proxy_headers)
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -46,8 +48,11 @@ class HttpConnection(asyncio.Protocol):
         self.write_backlog = 0
         self.running: HttpCycle | None = None
         self.head_timer = False  # the deadline running is timeout_header's
+        self.proxy_parser: ProxyProtocolParser | None = None
+        self.proxy_buffer: bytes | None = b""
         self.limit_concurrency = self.config.limit_concurrency
         self.access_log = self.config.access_log.enabled
+        self.proxy_headers = self.config.proxy_headers
         self.client: tuple[str, int] | None = None
         self.server_addr: tuple[str, int] | None = None
         self.scheme = "http"
@@ -68,6 +73,9 @@ class HttpConnection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         self.server.connections.add(self)
+        if self.config.proxy_protocol and self.server.trusted.contains(self.client):
+            self.proxy_parser = ProxyProtocolParser()
+            self.proxy_buffer = b""
         self.head_timer = True
         self._arm(self.config.timeout_header_s)
 
@@ -87,6 +95,10 @@ class HttpConnection(asyncio.Protocol):
         self.server.connection_closed()
 
     def data_received(self, data: bytes) -> None:
+        if self.proxy_parser is not None:
+            data = self._proxy_protocol(data)
+            if not data:
+                return
         try:
             self.parser.feed(data)
         except RemoteProtocolError as exc:
@@ -103,6 +115,35 @@ class HttpConnection(asyncio.Protocol):
             # to complete it, however slowly the rest trickles in
             self.head_timer = True
             self._arm(self.config.timeout_header_s)
+
+    def _proxy_protocol(self, data: bytes) -> bytes:
+        """A trusted peer (a load balancer) may start with a PROXY protocol v1
+        or v2 header naming the real client; anything else is plain HTTP."""
+        if self.proxy_buffer is not None:  # not yet known whether a header comes
+            data = self.proxy_buffer + data
+            probe = data[:12]
+            if not (b"PROXY "[:len(probe)] == probe[:6] or V2_SIGNATURE[:len(probe)] == probe):
+                self.proxy_parser = None  # not a PROXY header: plain HTTP
+                return data
+            if len(probe) < 6 or (probe[:1] == b"\r" and len(probe) < 12):
+                self.proxy_buffer = data  # too short to tell yet
+                return b""
+            self.proxy_buffer = None
+        assert self.proxy_parser is not None
+        try:
+            result = self.proxy_parser.feed(data)
+        except ProxyProtocolError as exc:
+            log.info("closing a connection from %s: %s", self.client, exc)
+            self._reject(400, "Invalid PROXY protocol header")
+            return b""
+        if result is None:
+            return b""
+        self.proxy_parser = None
+        if result.client is not None:
+            self.client = result.client
+        if result.server is not None:
+            self.server_addr = result.server
+        return result.leftover
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -137,6 +178,8 @@ class HttpConnection(asyncio.Protocol):
             "server": self.server_addr, "state": dict(self.server.lifespan_state),
             "extensions": {},
         }
+        if self.proxy_headers:
+            apply_proxy_headers(scope, self.server.trusted)
         framing = head.framing
         if framing.upgrade and method == "GET" and _wants_websocket(headers):
             self.upgrade_head = (method, target, headers)

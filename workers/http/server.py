@@ -19,6 +19,7 @@ from typing import Any
 
 from arbiter.config import HttpConfig
 from workers.http.connection import HttpConnection
+from workers.http.proxy import TrustedPeers
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -57,6 +58,7 @@ class HttpServer:
         self.lifespan_state = lifespan_state
         self.loop = loop
         self.parser_class = pick_parser(config.backend)
+        self.trusted = TrustedPeers.parse(config.forwarded_allow_ips)
         self.connections: set[HttpConnection] = set()
         self.websockets: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
