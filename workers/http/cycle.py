@@ -32,7 +32,7 @@ STATUS_PHRASES = {
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase)
                  for code, phrase in STATUS_PHRASES.items()}
 BODY_HIGH_WATER = 256 * 1024
-_COPY_LIMIT = 64 * 1024
+_COPY_LIMIT = 16 * 1024
 
 
 class CycleIO(Protocol):

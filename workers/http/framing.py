@@ -154,69 +154,91 @@ class RequestGate:
         self.keep_alive = True
         self.upgrade = False
         self.error: RemoteProtocolError | None = None
-        self.taken = 0
 
-    def feed(self, data: bytes) -> tuple[bytes, RemoteProtocolError | None]:
+    def feed(self, data: bytes) -> tuple[list[bytes | Head], RemoteProtocolError | None]:
+        """Check ``data``; return what passed, in order, and the error if any.
+
+        Items are bytes for the parser, or a whole request without a body as a
+        ``Head``: the common case, which the caller hands straight to its sink
+        (the parser is idle at that message boundary and need not see it).
+        """
         if self.error is not None:
-            return b"", self.error
-        out = bytearray()
+            return [], self.error
+        state = self.state
+        if (state == _BODY or state == _CHUNK_DATA) and len(data) <= self.remaining:
+            # the middle of a body, the bulk of an upload: passed on uncopied
+            self.remaining -= len(data)
+            if not self.remaining:
+                self._body_done() if state == _BODY else self._to(_CHUNK_END)
+            return [data], None
+        if state == _PASS:
+            return [data], None
+        items: list[bytes | Head] = []
+        run = 0  # data[run:pos] passed as is, not yet emitted: emitted uncopied when whole
         pos = 0
+        size = len(data)
+        out = bytearray()  # what the line-by-line path rewrites
         try:
-            while pos < len(data):
+            while pos < size:
                 state = self.state
                 if state == _HEAD and not self.buf:
                     match = _FAST_HEAD.match(data, pos)
                     head = self._fast_head(data, match) if match is not None else None
                     if head is not None:
+                        end = match.end()
+                        if head.framing is NO_BODY:
+                            if pos > run:
+                                items.append(data[run:pos])
+                            items.append(head)
+                            pos = run = end
+                            if not head.keep_alive:
+                                self._to(_CLOSED)
+                            continue
                         self.heads.append(head)
                         self._after_head(head)
-                        end = match.end()
-                        if data.find(b" \r\n", pos, end) < 0 and data.find(b"\t\r\n", pos, end) < 0:
-                            out += data[pos:end]
-                        else:  # blanks after a value: llhttp keeps them, so normalise
-                            out += _serialize(self.heads[-1])
+                        if data.find(b" \r\n", pos, end) >= 0 or data.find(b"\t\r\n", pos, end) >= 0:
+                            # blanks after a value: llhttp keeps them, so normalise
+                            if pos > run:
+                                items.append(data[run:pos])
+                            items.append(_serialize(head))
+                            run = end
                         pos = end
                         continue
                     state = self.state
                 if state == _PASS:
-                    out += data[pos:]
-                    pos = len(data)
+                    pos = size
                 elif state == _CLOSED:
-                    pos = len(data)  # after Connection: close nothing more is read
+                    if pos > run:
+                        items.append(data[run:pos])
+                    pos = run = size  # after Connection: close nothing more is read
                 elif state == _BODY or state == _CHUNK_DATA:
-                    take = min(self.remaining, len(data) - pos)
-                    out += data[pos:pos + take]
+                    take = min(self.remaining, size - pos)
                     pos += take
                     self.remaining -= take
                     if not self.remaining:
                         self._body_done() if state == _BODY else self._to(_CHUNK_END)
                 else:
+                    if pos > run:
+                        items.append(data[run:pos])
+                    run = pos
                     pos = self._line_state(data, pos, out)
+                    run = pos
+                    if out:
+                        items.append(bytes(out))
+                        out.clear()
         except RemoteProtocolError as exc:
             self.error = exc
             self.buf.clear()
-            return bytes(out), exc
-        return bytes(out), None
+            if pos > run:
+                items.append(data[run:pos])
+            if out:
+                items.append(bytes(out))
+            return items, exc
+        if pos > run:
+            items.append(data if run == 0 and pos == size else data[run:pos])
+        return items, None
 
     # -------------------------------------------------------------- helpers
-
-    def take_bodiless(self, data: bytes, pos: int) -> Head | None:
-        """The common case, fast: at a message boundary, a whole canonical head
-        of a request without a body is a whole message. The caller hands it to
-        its sink directly; the parser, idle at the same boundary, never needs
-        to see it. None: feed the bytes the usual way."""
-        if self.state != _HEAD or self.buf or self.error is not None:
-            return None
-        match = _FAST_HEAD.match(data, pos)
-        if match is None:
-            return None
-        head = self._fast_head(data, match)
-        if head is None or head.framing is not NO_BODY:
-            return None  # nothing was consumed: the usual path will redo it
-        if not head.keep_alive:
-            self._to(_CLOSED)
-        self.taken = match.end()
-        return head
 
     def _fast_head(self, data: bytes, match: re.Match[bytes]) -> Head | None:
         """The head the fast pattern matched, checked; None leaves it to the

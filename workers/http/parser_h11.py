@@ -13,7 +13,7 @@ from typing import Any
 import h11
 
 from workers.http.errors import RemoteProtocolError
-from workers.http.framing import RequestGate
+from workers.http.framing import Head, RequestGate
 
 
 class H11Parser:
@@ -32,22 +32,21 @@ class H11Parser:
     def feed(self, data: bytes) -> None:
         if self.upgraded:
             return
-        gate = self.gate
-        pos = 0
-        while pos < len(data) and (head := gate.take_bodiless(data, pos)) is not None:
-            pos = gate.taken
-            self.sink.on_head(head)
-            self.sink.on_end()
-        if pos:
-            data = data[pos:]
-            if not data:
+        items, error = self.gate.feed(data)
+        for item in items:
+            if self.upgraded:
                 return
-        accepted, error = gate.feed(data)
-        if accepted:
-            self.conn.receive_data(accepted)
-            self._pump()
+            if type(item) is Head:  # a whole request without a body
+                self.sink.on_head(item)
+                self.sink.on_end()
+            else:
+                self._feed(item)
         if error is not None:
             raise error
+
+    def _feed(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self._pump()
 
     def _pump(self) -> None:
         while True:

@@ -13,7 +13,7 @@ from typing import Any
 import httptools
 
 from workers.http.errors import RemoteProtocolError
-from workers.http.framing import RequestGate
+from workers.http.framing import Head, RequestGate
 
 
 class HttptoolsParser:
@@ -27,19 +27,15 @@ class HttptoolsParser:
     def feed(self, data: bytes) -> None:
         if self.upgraded:
             return
-        gate = self.gate
-        pos = 0
-        while pos < len(data) and (head := gate.take_bodiless(data, pos)) is not None:
-            pos = gate.taken
-            self.sink.on_head(head)
-            self.sink.on_end()
-        if pos:
-            data = data[pos:]
-            if not data:
+        items, error = self.gate.feed(data)
+        for item in items:
+            if self.upgraded:
                 return
-        accepted, error = gate.feed(data)
-        if accepted:
-            self._feed(accepted)
+            if type(item) is Head:  # a whole request without a body
+                self.sink.on_head(item)
+                self.sink.on_end()
+            else:
+                self._feed(item)
         if error is not None:
             raise error
 
