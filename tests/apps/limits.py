@@ -1,0 +1,77 @@
+"""Test app for timeouts, flow control, concurrency limits and TLS.
+
+Raw ASGI. Sleeps here are app behaviour (a slow handler), not test syncing.
+
+- ``/pid``: the worker's pid.
+- ``/slow?s=N``: answers after N seconds.
+- ``/hold?s=N``: sends the head and a first chunk holding the pid at once,
+  then keeps the request in flight for N seconds before finishing.
+- ``/stream?chunks=N&size=S``: a chunked response of N fresh chunks of S
+  bytes, each built anew so the server cannot hold on to one shared object.
+- ``/scope``: JSON of the scheme and the TLS extension, if any.
+- anything else: a short text.
+"""
+
+import asyncio
+import json
+import os
+from urllib.parse import parse_qs
+
+
+def _query(scope, name, default):
+    values = parse_qs(scope["query_string"].decode()).get(name)
+    return type(default)(values[0]) if values else default
+
+
+async def _start(send, content_type=b"text/plain", length=None):
+    headers = [(b"content-type", content_type), (b"x-worker-pid", str(os.getpid()).encode())]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    while True:  # drain the request body
+        message = await receive()
+        if not message.get("more_body"):
+            break
+    if path == "/stream":
+        chunks = _query(scope, "chunks", 16)
+        size = _query(scope, "size", 65536)
+        filler = b"x" * size
+        await _start(send)
+        for i in range(chunks):
+            chunk = i.to_bytes(8, "big") + filler[8:]  # a new object every time
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/hold":
+        await _start(send)
+        await send({"type": "http.response.body", "body": b"%d\n" % os.getpid(),
+                    "more_body": True})
+        await asyncio.sleep(_query(scope, "s", 2.0))
+        await send({"type": "http.response.body", "body": b"done\n"})
+        return
+    if path == "/slow":
+        await asyncio.sleep(_query(scope, "s", 1.0))
+        payload = b"slow done"
+    elif path == "/pid":
+        payload = str(os.getpid()).encode()
+    elif path == "/scope":
+        tls = scope.get("extensions", {}).get("tls")
+        if tls is not None:
+            tls = dict(tls, client_cert_chain=list(tls.get("client_cert_chain", ())))
+        payload = json.dumps({"scheme": scope["scheme"], "tls": tls}).encode()
+    else:
+        payload = b"Hello, world!"
+    await _start(send, length=len(payload))
+    await send({"type": "http.response.body", "body": payload})

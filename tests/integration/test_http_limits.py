@@ -1,0 +1,305 @@
+"""Timeouts, flow control and the concurrency limit, black-box over raw sockets.
+
+Every wait polls against a deadline; the only fixed delays are the pace at
+which a test client deliberately trickles or reads (that pace *is* the
+behaviour under test, not a wait for the server's state).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+PARSERS = ["h11", "httptools"]
+LOOPS = ["uvloop", "asyncio"]
+MIB = 1024 * 1024
+
+
+def start(arbiter_process, *extra: str, http: str = "httptools", loop: str = "uvloop"):
+    return arbiter_process(["limits:app", "--http", http, "--worker-class", loop,
+                            "--no-access-log", *extra]).wait_ready()
+
+
+def worker_pid(server) -> int:
+    return int(httpx.get(server.url + "/pid", timeout=5).text)
+
+
+def connect(server, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:  # before connect, so the window is small from the start
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect(server.address)
+    return sock
+
+
+def wait_closed(sock: socket.socket, timeout: float) -> tuple[float, bytes]:
+    """Read until the server closes (EOF or reset); the moment it did and what it sent."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"the server kept the connection open for {timeout} s; "
+                                 f"got {data[:200]!r}")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic(), data
+        if not chunk:
+            return time.monotonic(), data
+        data += chunk
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One Content-Length response off a keep-alive socket: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed mid-head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed mid-body"
+        body += chunk
+    assert len(body) == length, "more bytes than the response had"
+    return head, body
+
+
+def still_serving(server, pid: int) -> None:
+    response = httpx.get(server.url + "/pid", timeout=5)
+    assert response.status_code == 200
+    assert int(response.text) == pid, "the worker was replaced"
+
+
+def server_side_of(worker: int, client: socket.socket) -> bool:
+    """Whether the worker still holds the accepted end of ``client``."""
+    port = client.getsockname()[1]
+    try:
+        conns = psutil.Process(worker).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.raddr and c.raddr.port == port for c in conns)
+
+
+# ---------------------------------------------------------------- --timeout-header
+
+
+@pytest.fixture(params=PARSERS)
+def header_server(request, arbiter_process):
+    return start(arbiter_process, "--timeout-header", "1", "--keep-alive", "5",
+                 http=request.param)
+
+
+def test_silent_client_is_closed_after_timeout_header(header_server) -> None:
+    pid = worker_pid(header_server)
+    with connect(header_server) as sock:
+        opened = time.monotonic()
+        closed, data = wait_closed(sock, 5)
+    print(f"silent client closed after {closed - opened:.2f} s")
+    assert 0.9 <= closed - opened <= 2.5, closed - opened
+    assert not data.startswith(b"HTTP/1.1 200")
+    still_serving(header_server, pid)
+
+
+def trickle(sock: socket.socket, raw: bytes, interval: float) -> float:
+    """Send ``raw`` a byte at a time every ``interval`` s until the server
+    closes; returns when the first byte went out. Fails if the whole head
+    got through."""
+    first = 0.0
+    for i in range(len(raw)):
+        try:
+            sock.send(raw[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            return first
+        if not first:
+            first = time.monotonic()
+        readable, _, _ = select.select([sock], [], [], interval)  # the trickle's pace
+        if readable:
+            return first
+    raise AssertionError("the server let a trickled head through")
+
+
+SLOW_HEAD = b"GET /pid HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 40 + b"\r\n\r\n"
+
+
+def test_trickled_head_is_cut_at_timeout_from_first_byte(header_server) -> None:
+    pid = worker_pid(header_server)
+    with connect(header_server) as sock:
+        first = trickle(sock, SLOW_HEAD, 0.1)  # 10 bytes/s: 7 s for the whole head
+        closed, data = wait_closed(sock, 5)
+    print(f"trickled head cut {closed - first:.2f} s after its first byte")
+    assert 0.9 <= closed - first <= 2.2, closed - first
+    assert b"200" not in data
+    still_serving(header_server, pid)
+
+
+def test_trickled_second_head_on_keep_alive_is_timed_from_its_first_byte(header_server):
+    """After a response the connection idles (keep-alive 5 s); a head then
+    started gets timeout_header (1 s) from its first byte, not more."""
+    pid = worker_pid(header_server)
+    with connect(header_server) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and int(body) == pid
+        readable, _, _ = select.select([sock], [], [], 1.3)  # idle longer than timeout_header
+        assert not readable, "closed while idle within keep-alive"
+        first = trickle(sock, SLOW_HEAD, 0.1)
+        closed, _ = wait_closed(sock, 5)
+    print(f"second trickled head cut {closed - first:.2f} s after its first byte")
+    assert 0.9 <= closed - first <= 2.2, closed - first
+    still_serving(header_server, pid)
+
+
+def test_head_completed_within_timeout_is_served(header_server) -> None:
+    pid = worker_pid(header_server)
+    with connect(header_server) as sock:
+        sock.sendall(SLOW_HEAD[:20])
+        readable, _, _ = select.select([sock], [], [], 0.5)  # half the timeout, then finish
+        assert not readable
+        sock.sendall(SLOW_HEAD[20:])
+        head, body = read_response(sock)
+    assert head.startswith(b"HTTP/1.1 200") and int(body) == pid
+    still_serving(header_server, pid)
+
+
+# ---------------------------------------------------------------- --keep-alive
+
+
+@pytest.fixture(params=PARSERS)
+def keep_alive_server(request, arbiter_process):
+    return start(arbiter_process, "--keep-alive", "1", "--timeout-header", "5",
+                 http=request.param)
+
+
+def test_idle_keep_alive_connection_closes_after_keep_alive(keep_alive_server) -> None:
+    with connect(keep_alive_server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_response(sock)
+        answered = time.monotonic()
+        closed, data = wait_closed(sock, 5)
+    assert data == b""
+    print(f"idle keep-alive closed after {closed - answered:.2f} s")
+    assert 0.95 <= closed - answered <= 2.5, closed - answered
+
+
+def test_busy_keep_alive_connection_stays_open(keep_alive_server) -> None:
+    pid = worker_pid(keep_alive_server)
+    with connect(keep_alive_server) as sock:
+        began = time.monotonic()
+        served = 0
+        while time.monotonic() - began < 3.0:  # three keep-alive periods
+            sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and int(body) == pid
+            served += 1
+            readable, _, _ = select.select([sock], [], [], 0.6)  # idle, but under 1 s
+            assert not readable, "closed although requests kept coming"
+    assert served >= 4
+
+
+# ---------------------------------------------------------------- --timeout-write
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_client_that_never_reads_is_dropped_after_timeout_write(arbiter_process, loop):
+    server = start(arbiter_process, "--timeout-write", "1", loop=loop)
+    pid = worker_pid(server)
+    with connect(server, rcvbuf=16384) as sock:
+        sock.sendall(b"GET /stream?chunks=100000&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+        sent = time.monotonic()
+        wait_until(lambda: server_side_of(pid, sock), 5, message="the server to accept")
+        wait_until(lambda: not server_side_of(pid, sock), 6, interval=0.05,
+                   message="the server to drop a client that does not read")
+        dropped = time.monotonic() - sent
+        print(f"non-reader ({loop}) dropped {dropped:.2f} s after its request")
+        assert 0.9 <= dropped <= 4.0, dropped
+    still_serving(server, pid)
+    assert psutil.Process(pid).memory_info().rss < 200 * MIB
+
+
+def read_paced(sock: socket.socket, total: int, rate: float, sample=None) -> int:
+    """Read up to ``total`` bytes at about ``rate`` bytes/s; returns the count
+    read (less when the response ended first). ``sample`` runs every ~50 ms."""
+    got = 0
+    began = time.monotonic()
+    while got < total:
+        while True:  # the reader's pace: slower than the server can write
+            ahead = got / rate - (time.monotonic() - began)
+            if sample is not None:
+                sample()
+            if ahead <= 0:
+                break
+            select.select([], [], [], min(ahead, 0.05))
+        chunk = sock.recv(min(16384, total - got))
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_slow_steady_reader_is_not_dropped(arbiter_process, loop) -> None:
+    server = start(arbiter_process, "--timeout-write", "1", loop=loop)
+    pid = worker_pid(server)
+    size = 9 * MIB
+    with connect(server, rcvbuf=65536) as sock:
+        sock.sendall(b"GET /stream?chunks=%d&size=65536 HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n" % (size // 65536))
+        began = time.monotonic()
+        # three timeout_write periods at 3 MiB/s, far slower than the server writes
+        got = read_paced(sock, size + 4096, 3 * MIB)
+        elapsed = time.monotonic() - began
+    assert got > size, f"dropped after {got} of {size} bytes"
+    print(f"slow reader ({loop}): {got / MIB:.1f} MiB in {elapsed:.1f} s, not dropped")
+    still_serving(server, pid)
+
+
+# ---------------------------------------------------------------- flow control
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_slow_reader_of_a_huge_stream_keeps_worker_rss_flat(arbiter_process, loop) -> None:
+    """The app would send 1 GiB as fast as it can; the client reads 200 MiB
+    of it at a fraction of that pace, then hangs up. RSS must not follow."""
+    server = start(arbiter_process, "--timeout-write", "30", loop=loop)
+    pid = worker_pid(server)
+    worker = psutil.Process(pid)
+    with httpx.stream("GET", server.url + "/stream?chunks=64&size=65536", timeout=5) as r:
+        r.read()  # warm the code paths once before the baseline
+    baseline = worker.memory_info().rss
+    peak = [baseline]
+
+    def sample() -> None:
+        peak[0] = max(peak[0], worker.memory_info().rss)
+
+    with connect(server, rcvbuf=262144) as sock:
+        sock.sendall(b"GET /stream?chunks=16384&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+        began = time.monotonic()
+        got = read_paced(sock, 200 * MIB, 80 * MIB, sample)
+        elapsed = time.monotonic() - began
+    assert got == 200 * MIB
+    growth = (peak[0] - baseline) / MIB
+    print(f"{loop}: read {got / MIB:.0f} MiB in {elapsed:.1f} s, "
+          f"worker RSS {baseline / MIB:.1f} MiB -> peak {peak[0] / MIB:.1f} MiB "
+          f"(+{growth:.1f} MiB)")
+    assert growth < 30, f"worker RSS grew by {growth:.1f} MiB"
+    still_serving(server, pid)
