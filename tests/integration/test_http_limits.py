@@ -303,3 +303,123 @@ def test_slow_reader_of_a_huge_stream_keeps_worker_rss_flat(arbiter_process, loo
           f"(+{growth:.1f} MiB)")
     assert growth < 30, f"worker RSS grew by {growth:.1f} MiB"
     still_serving(server, pid)
+
+
+# ---------------------------------------------------------------- --limit-concurrency
+
+
+def open_idle(server, count: int) -> list[socket.socket]:
+    """``count`` keep-alive connections, each served once and then left idle."""
+    socks = []
+    for _ in range(count):
+        sock = connect(server)
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _ = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        socks.append(sock)
+    return socks
+
+
+def hold(server, seconds: float) -> tuple[socket.socket, int]:
+    """A request kept in flight for ``seconds``; returns once the app runs it,
+    with the pid of the worker that does."""
+    sock = connect(server)
+    sock.sendall(b"GET /hold?s=%g HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % seconds)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.partition(b"\r\n\r\n")[2].count(b"\r\n") >= 2:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before the first chunk: {data!r}"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data
+    first_chunk = data.partition(b"\r\n\r\n")[2].split(b"\r\n")[1]
+    return sock, int(first_chunk)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_over_the_limit_on_an_open_connection_is_503_and_closed(arbiter_process, loop):
+    server = start(arbiter_process, "--limit-concurrency", "2", "--keep-alive", "30",
+                   loop=loop)
+    pid = worker_pid(server)
+    [spare] = open_idle(server, 1)
+    held = [hold(server, 3) for _ in range(2)]
+    assert {p for _, p in held} == {pid}
+    spare.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+    closed, data = wait_closed(spare, 5)
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 503"), data
+    assert b"\r\nretry-after: " in head and b"\r\nconnection: close" in head
+    for sock, _ in held:
+        _, rest = wait_closed(sock, 10)
+        assert rest.endswith(b"done\n\r\n0\r\n\r\n")
+        sock.close()
+    spare.close()
+    still_serving(server, pid)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_idle_keep_alive_connections_do_not_count_against_the_limit(arbiter_process, loop):
+    server = start(arbiter_process, "--limit-concurrency", "2", "--keep-alive", "30",
+                   loop=loop)
+    pid = worker_pid(server)
+    idle = open_idle(server, 20)
+    try:
+        for sock in idle[:3]:  # idle ones may still be used, and are served
+            sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and int(body) == pid
+        still_serving(server, pid)  # a fresh connection too
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_saturated_worker_stops_accepting_until_a_slot_frees(arbiter_process, loop) -> None:
+    """At the limit the worker leaves new connections in the listen queue
+    (for other workers to take) instead of accepting them only to say 503."""
+    server = start(arbiter_process, "--limit-concurrency", "1", loop=loop)
+    pid = worker_pid(server)
+    held, _ = hold(server, 2)
+    with connect(server) as waiting:  # the kernel completes the handshake for the queue
+        waiting.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        readable, _, _ = select.select([waiting], [], [], 0.5)
+        assert not readable, "answered while the worker was saturated"
+        assert not server_side_of(pid, waiting), "accepted while saturated"
+        closed, data = wait_closed(waiting, 10)
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(str(pid).encode()), data
+    _, rest = wait_closed(held, 5)
+    assert rest.endswith(b"done\n\r\n0\r\n\r\n")
+    held.close()
+    still_serving(server, pid)
+
+
+def test_saturated_worker_leaves_new_connections_to_the_others(arbiter_process) -> None:
+    server = start(arbiter_process, "--limit-concurrency", "1", "--workers", "2")
+    wait_until(lambda: len(server.worker_pids()) == 2, 10, message="two workers")
+    held, busy = hold(server, 3)
+    pids = []
+    for _ in range(8):  # a fresh connection each time
+        response = httpx.get(server.url + "/pid", timeout=5, headers={"connection": "close"})
+        assert response.status_code == 200, response.text
+        pids.append(int(response.text))
+    assert busy not in pids, pids
+    wait_closed(held, 10)
+    held.close()
+
+    def busy_one_serves_again() -> bool:
+        return worker_pid(server) == busy
+
+    wait_until(busy_one_serves_again, 10, message="the freed worker to accept again")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_pausing_and_resuming_accept_leaks_no_descriptors(arbiter_process, loop) -> None:
+    server = start(arbiter_process, "--limit-concurrency", "1", loop=loop)
+    pid = worker_pid(server)
+    worker = psutil.Process(pid)
+    idle_fds = worker.num_fds()
+    for _ in range(30):  # each request fills the only slot: one pause and resume each
+        response = httpx.get(server.url + "/pid", timeout=5, headers={"connection": "close"})
+        assert int(response.text) == pid
+    wait_until(lambda: worker.num_fds() <= idle_fds, 5,
+               message=f"fds back to {idle_fds} (now {worker.num_fds()})")

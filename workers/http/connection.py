@@ -297,7 +297,8 @@ class HttpConnection(asyncio.Protocol):
         self.running = cycle
         server = self.server
         server.active += 1
-        if self.limit_concurrency and server.active > self.limit_concurrency:
+        if self.limit_concurrency and server.active >= self.limit_concurrency \
+                and server.over_limit():  # the last slot taken: stop accepting
             self.write(simple_response(503, "Service Unavailable",
                                        b"retry-after: 1\r\n" + server.default_headers()))
             cycle.keep_alive = False
@@ -338,6 +339,8 @@ class HttpConnection(asyncio.Protocol):
     def _finished(self, cycle: HttpCycle, exc: BaseException | None) -> None:
         """The app is done with this request, one way or another."""
         self.server.active -= 1
+        if not self.server.accepting:
+            self.server.slot_freed()
         if exc is None:
             if not cycle.response_started and not cycle.disconnected:
                 log.error("the app returned without a response at %s",

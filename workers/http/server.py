@@ -66,6 +66,11 @@ class HttpServer:
         self.requests_done = 0
         self.active = 0
         self.stopping = False
+        # --limit-concurrency: accepting is False while every slot is taken
+        self.accepting = True
+        self._listen_on: list[socket.socket] = []
+        self._ssl_context: ssl.SSLContext | None = None
+        self._resuming: asyncio.Task[None] | None = None
         extra = b"".join(n.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n"
                          for n, v in config.default_headers)
         self._static_headers = (b"server: arbiter\r\n" if config.server_header else b"") + extra
@@ -95,13 +100,62 @@ class HttpServer:
         self._date_timer = self.loop.call_later(1.0 - now % 1.0 + 0.001, self._refresh_date)
 
     async def start(self, sockets: list[socket.socket]) -> None:
-        context = make_ssl_context(self.config)
-        for sock in sockets:
+        self._ssl_context = make_ssl_context(self.config)
+        self._listen_on = list(sockets)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """Serve every inherited socket through a dup of its fd: closing an
+        asyncio/uvloop server closes only our dup, never the master's socket."""
+        for sock in self._listen_on:
             dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
             dup.setblocking(False)
             server = await self.loop.create_server(lambda: HttpConnection(self), sock=dup,
-                                                   ssl=context, backlog=2048)
+                                                   ssl=self._ssl_context, backlog=2048)
             self.servers.append(server)
+
+    # ------------------------------------------------------------ --limit-concurrency
+    #
+    # A worker whose slots are all taken stops accepting, so new connections
+    # wait in the shared listen queue where another worker can take them,
+    # rather than being accepted only to be told 503. Neither asyncio's nor
+    # uvloop's Server can pause and resume (after close() start_serving() is
+    # refused, and remove_reader() on a socket a uvloop server owns is not
+    # allowed), so pausing closes our servers -- only our dup fds, with their
+    # poller registrations -- and resuming makes new ones on fresh dups.
+    # Connections already accepted are untouched; a request arriving on one
+    # while saturated still gets the 503.
+
+    def over_limit(self) -> bool:
+        """A connection counted one more running request: stop accepting if
+        that took the last slot; True if it is one too many (answer 503)."""
+        limit = self.config.limit_concurrency
+        if self.active >= limit and self.accepting and not self.stopping:
+            self.accepting = False
+            for server in self.servers:
+                server.close()
+            self.servers.clear()
+        return self.active > limit
+
+    def slot_freed(self) -> None:
+        """Called when a request finishes while not accepting."""
+        if self._resuming is None and not self.stopping \
+                and self.active < self.config.limit_concurrency:
+            self._resuming = self.loop.create_task(self._resume_accepting())
+
+    async def _resume_accepting(self) -> None:
+        try:
+            if self.stopping or self.accepting:
+                return
+            await self._listen()
+            self.accepting = True
+            if self.stopping:  # shutdown() ran while the servers were made
+                for server in self.servers:
+                    server.close()
+            elif self.active >= self.config.limit_concurrency:
+                self.over_limit()  # filled up again meanwhile
+        finally:
+            self._resuming = None
 
     def connection_closed(self) -> None:
         if self.stopping and not self.connections and self._closed_event is not None:
@@ -153,6 +207,8 @@ class HttpServer:
 
     def close_now(self) -> None:
         self.stopping = True
+        if self._resuming is not None:
+            self._resuming.cancel()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
