@@ -197,3 +197,45 @@ def test_connection_close_from_app_or_client() -> None:
 
     run(go())
     assert b"connection: close\r\n" in io.out and b"transfer-encoding" not in io.out
+
+
+def test_receive_after_the_whole_body_waits_for_the_disconnect() -> None:
+    """A second receive() must not return the body again (an app looping on
+    receive() until http.disconnect would spin forever): it waits."""
+    cycle, io = make_cycle("POST")
+    cycle.feed_body(b"abc")
+    cycle.feed_end()
+    waited: list[bool] = []
+
+    async def go() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+
+        def wait_body() -> Any:
+            waited.append(True)
+            return gone
+        io.wait_body = wait_body  # type: ignore[method-assign]
+        first = await cycle.receive()
+        assert first == {"type": "http.request", "body": b"abc", "more_body": False}
+        second = asyncio.ensure_future(cycle.receive())
+        await asyncio.sleep(0)
+        assert not second.done()  # waiting, not spinning
+        cycle.client_gone()
+        gone.set_result(None)
+        return await second
+
+    assert run(go()) == {"type": "http.disconnect"}
+    assert waited
+
+
+def test_response_header_injection_is_refused() -> None:
+    for name, value in [(b"x-a", b"1\r\nset-cookie: evil"), (b"x-a\r\nb", b"1"),
+                        (b"x-a", b"1\x00"), (b"", b"1"), (b"x:a", b"1")]:
+        cycle, io = make_cycle()
+
+        async def go() -> None:
+            await cycle.send({"type": "http.response.start", "status": 200,
+                              "headers": [(name, value)]})
+        with pytest.raises(ValueError):
+            run(go())
+        assert io.out == b""

@@ -56,6 +56,7 @@ class HttpConnection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server_addr: tuple[str, int] | None = None
         self.scheme = "http"
+        self.tls: dict[str, Any] | None = None  # the ASGI tls extension
         self.upgrade_head: tuple[str, bytes, list[tuple[bytes, bytes]]] | None = None
 
     # ------------------------------------------------------------ transport

@@ -113,7 +113,7 @@ class HttpCycle:
     __slots__ = ("scope", "io", "keep_alive", "expect_continue", "default_headers", "body",
                  "body_done", "disconnected", "response_started", "response_complete",
                  "chunked", "expected_length", "sent_length", "head_only", "status", "started",
-                 "bytes_sent", "close_after", "continue_sent", "head_bytes")
+                 "bytes_sent", "close_after", "continue_sent", "head_bytes", "body_delivered")
 
     def __init__(self, scope: dict[str, Any], io: CycleIO, keep_alive: bool,
                  expect_continue: bool, default_headers: Callable[[], bytes]) -> None:
@@ -125,6 +125,7 @@ class HttpCycle:
         self.default_headers = default_headers
         self.body: list[bytes] = []
         self.body_done = False
+        self.body_delivered = False
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
@@ -157,15 +158,23 @@ class HttpCycle:
         if self.expect_continue and not self.continue_sent and not self.response_started:
             self.continue_sent = True
             self.io.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.body_delivered:
+            # the whole body was handed over: the next event is the disconnect,
+            # whenever it comes (or once the response is complete)
+            while not self.disconnected and not self.response_complete:
+                await self.io.wait_body()
+            return {"type": "http.disconnect"}
         while not self.body and not self.body_done and not self.disconnected \
                 and not self.response_complete:
             self.io.resume_reading()
             await self.io.wait_body()
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
-        data = b"".join(self.body)
+        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body.clear()
         self.io.resume_reading()
+        if self.body_done:
+            self.body_delivered = True
         return {"type": "http.request", "body": data, "more_body": not self.body_done}
 
     async def send(self, message: dict[str, Any]) -> None:
