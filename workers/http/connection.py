@@ -286,6 +286,8 @@ class HttpConnection(asyncio.Protocol):
 
     def cycle_done(self, cycle: HttpCycle) -> None:
         self.server.requests_done += 1
+        if self.body_waiter is not None:
+            self._wake_body()  # an app task waiting in receive() now gets http.disconnect
         if self.access_log:
             self.server.log_access(cycle, self.client)
 
