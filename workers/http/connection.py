@@ -73,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self.server_addr = _addr(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
+            self.tls = self.server.tls_extension(transport)
         self.server.connections.add(self)
         if self.config.proxy_protocol and self.server.trusted.contains(self.client):
             self.proxy_parser = ProxyProtocolParser()
@@ -177,7 +178,7 @@ class HttpConnection(asyncio.Protocol):
             "path": root + path, "raw_path": path_bytes, "query_string": query,
             "root_path": root, "headers": headers, "client": self.client,
             "server": self.server_addr, "state": dict(self.server.lifespan_state),
-            "extensions": {},
+            "extensions": {"tls": self.tls} if self.tls is not None else {},
         }
         if self.proxy_headers:
             apply_proxy_headers(scope, self.server.trusted)

@@ -18,6 +18,7 @@ from email.utils import formatdate
 from typing import Any
 
 from arbiter.config import HttpConfig
+from arbiter.errors import BootError
 from workers.http.connection import HttpConnection
 from workers.http.proxy import TrustedPeers
 
@@ -35,19 +36,130 @@ def pick_parser(name: str) -> type:
     return H11Parser
 
 
+class _NeedsPassword(Exception):
+    pass
+
+
+def _no_password() -> bytes:
+    # without a callback OpenSSL would prompt on the terminal for the passphrase
+    raise _NeedsPassword()
+
+
 def make_ssl_context(config: HttpConfig) -> ssl.SSLContext | None:
+    """The server's TLS context. Whatever is wrong with the files or options
+    becomes a BootError naming the flag, so the master stops with one clear
+    line instead of restarting workers that crash with a traceback."""
     tls = config.tls
     if tls is None:
         return None
+    for flag, path in (("--ssl-certfile", tls.certfile), ("--ssl-keyfile", tls.keyfile),
+                       ("--ssl-ca-certs", tls.ca_certs)):
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise BootError(f"{flag} {path}: {exc.strerror or exc}") from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls.certfile, tls.keyfile, tls.password)
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile,
+                                tls.password if tls.password is not None else _no_password)
+    except _NeedsPassword:
+        raise BootError(f"--ssl-keyfile {tls.keyfile or tls.certfile}: the key is encrypted; "
+                        "give its passphrase with --ssl-keyfile-password") from None
+    except ssl.SSLError as exc:
+        causes = "the key does not match the certificate, or a file is not PEM"
+        if tls.password is not None:
+            causes = "wrong --ssl-keyfile-password, " + causes
+        raise BootError(f"cannot load the TLS certificate {tls.certfile} and key "
+                        f"{tls.keyfile or tls.certfile}: {causes} (OpenSSL: {exc})") from None
     context.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                            "required": ssl.CERT_REQUIRED}[tls.cert_reqs]
     if tls.ca_certs:
-        context.load_verify_locations(tls.ca_certs)
+        try:
+            context.load_verify_locations(tls.ca_certs)
+        except ssl.SSLError as exc:
+            raise BootError(f"--ssl-ca-certs {tls.ca_certs}: no PEM certificates "
+                            f"(OpenSSL: {exc})") from None
     if tls.ciphers:
-        context.set_ciphers(tls.ciphers)
+        try:
+            context.set_ciphers(tls.ciphers)
+        except ssl.SSLError:
+            raise BootError(f"--ssl-ciphers {tls.ciphers!r}: OpenSSL selects no cipher from "
+                            "it") from None
     return context
+
+
+# ---------------------------------------------------------------- ASGI TLS extension
+
+_TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+_RDN_SHORT = {"commonName": "CN", "countryName": "C", "localityName": "L",
+              "stateOrProvinceName": "ST", "organizationName": "O",
+              "organizationalUnitName": "OU", "streetAddress": "STREET",
+              "domainComponent": "DC", "userId": "UID"}
+
+
+def rfc4514_name(subject: Any) -> str | None:
+    """A subject as ssl.getpeercert() gives it (RDNs, most significant first)
+    as an RFC 4514 string (least significant first), e.g. ``CN=a,O=b``."""
+    if not subject:
+        return None
+    rdns = []
+    for rdn in reversed(subject):
+        rdns.append("+".join(f"{_RDN_SHORT.get(attr, attr)}={_rdn_escape(value)}"
+                             for attr, value in rdn))
+    return ",".join(rdns)
+
+
+def _rdn_escape(value: str) -> str:
+    out = []
+    for i, ch in enumerate(value):
+        if ch in ',+"\\<>;' or (ch == "#" and i == 0) \
+                or (ch == " " and i in (0, len(value) - 1)):
+            out.append("\\" + ch)
+        elif ch == "\x00":
+            out.append("\\00")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _leaf_pem(certfile: str) -> str | None:
+    """The first certificate of a PEM chain file: the one the server sends."""
+    try:
+        with open(certfile, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    begin = text.find("-----BEGIN CERTIFICATE-----")
+    end_marker = "-----END CERTIFICATE-----"
+    end = text.find(end_marker, begin)
+    if begin < 0 or end < 0:
+        return None
+    return text[begin:end + len(end_marker)] + "\n"
+
+
+class TlsScope:
+    """Builds ``scope["extensions"]["tls"]`` (asgiref TLS extension 0.2) for
+    one connection; what is the same for every connection is computed once."""
+
+    def __init__(self, context: ssl.SSLContext, certfile: str) -> None:
+        self.server_cert = _leaf_pem(certfile)
+        # OpenSSL ids are 0x0300XXXX; the low 16 bits are the IANA suite number
+        self.suites = {c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()}
+
+    def extension(self, ssl_object: Any) -> dict[str, Any]:
+        cipher = ssl_object.cipher()
+        der = ssl_object.getpeercert(binary_form=True)
+        return {
+            "server_cert": self.server_cert,
+            "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+            "client_cert_name": rfc4514_name(ssl_object.getpeercert().get("subject"))
+            if der else None,
+            "client_cert_error": None,  # a certificate that fails verification fails the handshake
+            "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
+            "cipher_suite": self.suites.get(cipher[0]) if cipher else None,
+        }
 
 
 class HttpServer:
@@ -71,6 +183,7 @@ class HttpServer:
         self._listen_on: list[socket.socket] = []
         self._ssl_context: ssl.SSLContext | None = None
         self._resuming: asyncio.Task[None] | None = None
+        self._tls_scope: TlsScope | None = None
         extra = b"".join(n.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n"
                          for n, v in config.default_headers)
         self._static_headers = (b"server: arbiter\r\n" if config.server_header else b"") + extra
@@ -101,6 +214,8 @@ class HttpServer:
 
     async def start(self, sockets: list[socket.socket]) -> None:
         self._ssl_context = make_ssl_context(self.config)
+        if self._ssl_context is not None and self.config.tls is not None:
+            self._tls_scope = TlsScope(self._ssl_context, self.config.tls.certfile)
         self._listen_on = list(sockets)
         await self._listen()
 
@@ -156,6 +271,13 @@ class HttpServer:
                 self.over_limit()  # filled up again meanwhile
         finally:
             self._resuming = None
+
+    def tls_extension(self, transport: Any) -> dict[str, Any] | None:
+        """The ASGI ``tls`` scope extension of a TLS connection, else None."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or self._tls_scope is None:
+            return None
+        return self._tls_scope.extension(ssl_object)
 
     def connection_closed(self) -> None:
         if self.stopping and not self.connections and self._closed_event is not None:
