@@ -1,9 +1,10 @@
 """The ceiling: an asyncio.Protocol on uvloop that answers every chunk of bytes
 it receives with one fixed HTTP response, without parsing anything.
 
-Only valid for small GET requests that arrive in one read (wrk's hello and
-connect scenarios). With --close it sends `Connection: close` and closes after
-answering, for the connect scenario.
+Only valid for small GET requests that arrive in one read (wrk's hello,
+connect and stream-1m scenarios). With --close it sends `Connection: close` and
+closes after answering, for the connect scenario; with --stream it answers with
+the 1 MiB body of the stream-1m scenario in one write.
 """
 import argparse
 import asyncio
@@ -16,8 +17,14 @@ CLOSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n
          b"Connection: close\r\n\r\nHello, world!")
 
 
+STREAM_BODY = bytes(range(256)) * 256 * 16  # the pattern bench/apps/stream.py sends
+STREAM = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+          b"Content-Length: %d\r\n\r\n" % len(STREAM_BODY)) + STREAM_BODY
+
+
 class Fixed(asyncio.Protocol):
     close = False
+    keep = KEEP
 
     def connection_made(self, transport):
         self.transport = transport
@@ -27,7 +34,7 @@ class Fixed(asyncio.Protocol):
             self.transport.write(CLOSE)
             self.transport.close()
         else:
-            self.transport.write(KEEP)
+            self.transport.write(self.keep)
 
 
 def main():
@@ -35,8 +42,11 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--close", action="store_true")
+    parser.add_argument("--stream", action="store_true")
     args = parser.parse_args()
     Fixed.close = args.close
+    if args.stream:
+        Fixed.keep = STREAM
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     server = loop.run_until_complete(

@@ -146,6 +146,7 @@ class Opts:
     max_conns: int | None = None  # raise connection caps (idle-10k)
     preload: bool = False
     close: bool = False  # raw server only: answer with Connection: close
+    stream: bool = False  # raw server only: answer with the 1 MiB stream-1m body
 
 
 @dataclass
@@ -225,7 +226,7 @@ def _arbiter(http: str, loop: str) -> Callable[[Opts], list[str]]:
 
 def _raw(o: Opts) -> list[str]:
     return [PYTHON, str(BENCH / "raw_server.py"), "--host", HOST, "--port", str(o.port)] + (
-        ["--close"] if o.close else [])
+        ["--close"] if o.close else []) + (["--stream"] if o.stream else [])
 
 
 SERVERS = [
@@ -513,7 +514,7 @@ SCENARIOS = [
              about="FastAPI GET returning a small JSON object"),
     Scenario("post-16k", "wrk", "post:app", "/", check_post, lua=["post16k.lua"],
              about="POST with a 16 KiB body, read in full by the app, which answers its length"),
-    Scenario("stream-1m", "wrk", "stream:app", "/", check_stream,
+    Scenario("stream-1m", "wrk", "stream:app", "/", check_stream, raw=True,
              about="1 MiB response sent as 16 ASGI body messages of 64 KiB"),
     Scenario("websocket", "ws", "ws_echo:app", "/", check_ws,
              about="WebSocket echo round trips per second, 64-byte text messages, one in flight per client"),
@@ -573,7 +574,8 @@ class Bench:
 
     def measure_wrk(self, server: Server, scn: Scenario, rnd: int) -> dict:
         run = self.start(server, scn, rnd, cpu=self.cpu(SERVER_CPU),
-                         close=server.raw and scn.name == "connect")
+                         close=server.raw and scn.name == "connect",
+                         stream=server.raw and scn.name == "stream-1m")
         try:
             headers = check_until(run, scn.check)
             if scn.name == "connect" and headers.get("connection", "").lower() != "close":
