@@ -119,8 +119,34 @@ def _warn_if_public(config: Config) -> None:
                 address)
 
 
+def access_log_file_forms(argv: list[str]) -> list[str]:
+    """``--access-log FILE`` (and gunicorn's ``--access-logfile FILE``, ``-`` for
+    stdout) name the access log file, while a bare ``--access-log`` stays
+    uvicorn's on/off switch. A following word is taken as a file only when it
+    cannot be the app (``module:attr`` always has a colon) or another flag."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg in ("--access-log", "--access-logfile") and i + 1 < len(argv):
+            following = argv[i + 1]
+            if following == "-" or (not following.startswith("-") and ":" not in following):
+                value, i = following, i + 1
+        elif arg.startswith(("--access-log=", "--access-logfile=")):
+            value = arg.partition("=")[2]
+        if value is not None:
+            out += ["--access-log"] + ([] if value == "-" else ["--access-log-file", value])
+        elif arg == "--access-logfile":
+            out.append("--access-log")
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = access_log_file_forms(list(sys.argv[1:] if argv is None else argv))
     args = vars(build_parser().parse_args(argv))
     check, show = args.pop("check_config"), args.pop("print_config")
     environ = dict(os.environ)

@@ -318,7 +318,8 @@ SETTINGS: tuple[Setting, ...] = (
       metavar="FILE", section="logging"),
     S("access_log", _bool, True, "Log one line per request.", ("--access-log",), kind="bool",
       section="logging"),
-    S("access_log_file", _optional_str, None, "Access log file (default: stdout).",
+    S("access_log_file", _optional_str, None, "Access log file (default: stdout); "
+      "--access-log FILE and gunicorn's --access-logfile FILE also set it.",
       ("--access-log-file",), metavar="FILE", section="logging"),
     S("access_log_format", _optional_str, None, "Access log format in gunicorn's atoms, e.g. "
       "'%(h)s \"%(r)s\" %(s)s %(b)s %(D)s'.", ("--access-log-format",), section="logging"),

@@ -122,3 +122,14 @@ def test_slices_carry_units_and_only_their_fields() -> None:
 def test_registry_covers_help_flags() -> None:
     assert BY_NAME["workers"].flag == "--workers"
     assert BY_NAME["keep_alive"].flags == ("--keep-alive", "--timeout-keep-alive")
+
+
+def test_access_log_file_forms() -> None:
+    from arbiter.cli import access_log_file_forms as forms
+    assert forms(["--access-log", "/tmp/a.log", "main:app"]) == [
+        "--access-log", "--access-log-file", "/tmp/a.log", "main:app"]
+    assert forms(["--access-log", "main:app"]) == ["--access-log", "main:app"]
+    assert forms(["--access-log", "--workers", "2"]) == ["--access-log", "--workers", "2"]
+    assert forms(["--access-logfile", "-"]) == ["--access-log"]
+    assert forms(["--access-log=x.log"]) == ["--access-log", "--access-log-file", "x.log"]
+    assert forms(["--no-access-log"]) == ["--no-access-log"]
