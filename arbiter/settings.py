@@ -243,9 +243,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("boot_timeout", _float(0), 60.0, "Seconds a worker may take to import the app and finish "
       "lifespan startup; 0 disables.", ("--boot-timeout",), section="workers"),
     S("graceful_timeout", _float(0), 30.0, "Seconds in-flight requests get to finish on stop or "
-      "reload before the worker is killed.", ("--graceful-timeout",), section="workers"),
+      "reload before the worker is killed.", ("--graceful-timeout", "--timeout-graceful-shutdown"), section="workers"),
     S("max_requests", _int(0), 0, "Recycle a worker after this many requests; 0 disables.",
-      ("--max-requests",), section="workers"),
+      ("--max-requests", "--limit-max-requests"), section="workers"),
     S("max_requests_jitter", _int(0), 0, "Add a random 0..N to each worker's --max-requests.",
       ("--max-requests-jitter",), section="workers"),
     S("max_rss", _int(0), 0, "Recycle a worker whose RSS stays above this many MiB; 0 disables.",
@@ -267,7 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("pid", _optional_str, None, "Write the master's pid to this file.", ("--pid",),
       metavar="FILE", section="workers"),
     S("proc_name", _optional_str, None, "Name used in process titles (default: the app).",
-      ("--proc-name",), section="workers"),
+      ("--proc-name", "-n", "--name"), section="workers"),
     # -- http
     S("keep_alive", _float(0), 5.0, "Seconds an idle keep-alive connection is kept open.",
       ("--keep-alive", "--timeout-keep-alive"), section="http"),
@@ -298,14 +298,14 @@ SETTINGS: tuple[Setting, ...] = (
       ("--forwarded-allow-ips",), section="http", default_env="FORWARDED_ALLOW_IPS"),
     S("proxy_protocol", _bool, False, "Expect a PROXY protocol v1/v2 header from trusted peers.",
       ("--proxy-protocol",), kind="bool", section="http"),
-    S("ssl_keyfile", _optional_str, None, "TLS private key file.", ("--ssl-keyfile",),
+    S("ssl_keyfile", _optional_str, None, "TLS private key file.", ("--ssl-keyfile", "--keyfile"),
       section="tls"),
-    S("ssl_certfile", _optional_str, None, "TLS certificate chain file.", ("--ssl-certfile",),
+    S("ssl_certfile", _optional_str, None, "TLS certificate chain file.", ("--ssl-certfile", "--certfile"),
       section="tls"),
     S("ssl_keyfile_password", _optional_str, None, "Password of the TLS key file.",
       ("--ssl-keyfile-password",), section="tls"),
     S("ssl_ca_certs", _optional_str, None, "CA certificates to verify client certificates.",
-      ("--ssl-ca-certs",), section="tls"),
+      ("--ssl-ca-certs", "--ca-certs"), section="tls"),
     S("ssl_cert_reqs", _choice("none", "optional", "required"), "none",
       "Client certificate requirement: none, optional or required.", ("--ssl-cert-reqs",),
       section="tls"),
@@ -314,7 +314,7 @@ SETTINGS: tuple[Setting, ...] = (
     # -- logging
     S("log_level", _choice("critical", "error", "warning", "info", "debug"), "info",
       "Error log level.", ("--log-level",), section="logging"),
-    S("error_log", _optional_str, None, "Error log file (default: stderr).", ("--error-log",),
+    S("error_log", _optional_str, None, "Error log file (default: stderr).", ("--error-log", "--error-logfile", "--log-file"),
       metavar="FILE", section="logging"),
     S("access_log", _bool, True, "Log one line per request.", ("--access-log",), kind="bool",
       section="logging"),
@@ -322,7 +322,7 @@ SETTINGS: tuple[Setting, ...] = (
       "--access-log FILE and gunicorn's --access-logfile FILE also set it.",
       ("--access-log-file",), metavar="FILE", section="logging"),
     S("access_log_format", _optional_str, None, "Access log format in gunicorn's atoms, e.g. "
-      "'%(h)s \"%(r)s\" %(s)s %(b)s %(D)s'.", ("--access-log-format",), section="logging"),
+      "'%(h)s \"%(r)s\" %(s)s %(b)s %(D)s'.", ("--access-log-format", "--access-logformat"), section="logging"),
     S("access_log_json", _bool, False, "Write the access log as JSON lines.",
       ("--access-log-json",), kind="bool", section="logging"),
 )
