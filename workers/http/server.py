@@ -7,6 +7,8 @@ The worker's contract: ``start(sockets)``, ``requests_total``,
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import importlib.util
 import json
 import logging
@@ -184,6 +186,9 @@ class HttpServer:
         self._ssl_context: ssl.SSLContext | None = None
         self._resuming: asyncio.Task[None] | None = None
         self._tls_scope: TlsScope | None = None
+        self._pid = os.getpid()
+        self._access_format = check_access_format(config.access_log.format) \
+            if config.access_log.enabled and not config.access_log.json else None
         extra = b"".join(n.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n"
                          for n, v in config.default_headers)
         self._static_headers = (b"server: arbiter\r\n" if config.server_header else b"") + extra
@@ -284,30 +289,12 @@ class HttpServer:
             self._closed_event.set()
 
     def log_access(self, cycle: Any, client: Any) -> None:
-        scope = cycle.scope
         duration = time.monotonic() - cycle.started
-        headers = dict(scope["headers"])
-        fields = {
-            "h": client[0] if client else "-", "m": scope["method"],
-            "U": scope["path"], "q": scope["query_string"].decode("latin-1"),
-            "H": "HTTP/" + scope["http_version"], "s": cycle.status or 500,
-            "b": cycle.bytes_sent, "T": int(duration), "D": int(duration * 1e6),
-            "L": f"{duration:.6f}", "p": f"<{os.getpid()}>",
-            "a": headers.get(b"user-agent", b"-").decode("latin-1"),
-            "f": headers.get(b"referer", b"-").decode("latin-1"),
-            "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
-        }
-        query = f"?{fields['q']}" if fields["q"] else ""
-        fields["r"] = f"{fields['m']} {fields['U']}{query} {fields['H']}"
-        if self.config.access_log.json:
-            line = json.dumps(fields)
-        else:
-            safe = {k: _escape(str(v)) for k, v in fields.items()}
-            fmt = self.config.access_log.format or '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
-            try:
-                line = fmt % safe
-            except (KeyError, ValueError, TypeError):
-                line = '%(h)s - "%(r)s" %(s)s' % safe
+        scope = cycle.scope
+        line = format_access(scope, status=cycle.status or 500, sent=cycle.sent_length,
+                             duration=duration, client=scope.get("client") or client,
+                             pid=self._pid, when=time.time() - duration,
+                             fmt=self._access_format, as_json=self.config.access_log.json)
         access_log.info("%s", line)
 
     async def shutdown(self) -> bool:
@@ -339,7 +326,147 @@ class HttpServer:
             task.cancel()
 
 
+# ---------------------------------------------------------------- access log
+#
+# gunicorn's atoms: h remote address, l "-", u user (HTTP basic auth), t time
+# of the request, r request line, m method, U path, q query, H protocol,
+# s status, B body bytes (an int), b the same as text, f referer, a user agent,
+# T/M/D duration in s/ms/us, L duration in decimal seconds, p "<pid>",
+# {name}i a request header; {name}o and {name}e are "-" (not recorded).
+# Every text atom is escaped: a request cannot end the line or fake a field.
+
+DEFAULT_ACCESS_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
+JSON_ATOMS = ("h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "B", "b", "f", "a", "T",
+              "M", "D", "L", "p")
+
+
+def format_access(scope: dict[str, Any], *, status: int, sent: int, duration: float,
+                  client: Any, pid: int, when: float, fmt: str | None = None,
+                  as_json: bool = False) -> str:
+    """One access log line for a finished request; pure, for testing."""
+    atoms = _Atoms(scope, status, sent, duration, client, pid, when)
+    if as_json:
+        return json.dumps({key: atoms.raw(key) for key in JSON_ATOMS})
+    try:
+        return (fmt or DEFAULT_ACCESS_FORMAT) % atoms
+    except (ValueError, TypeError):  # a format that does not fit: still log the request
+        return DEFAULT_ACCESS_FORMAT % atoms
+
+
+def check_access_format(fmt: str | None) -> str | None:
+    """The format if it can format a line, else None (and an error logged once)."""
+    if not fmt:
+        return None
+    scope = {"method": "GET", "path": "/", "raw_path": b"/", "query_string": b"",
+             "http_version": "1.1", "headers": []}
+    try:
+        fmt % _Atoms(scope, 200, 0, 0.0, None, 0, 0.0)
+    except (ValueError, TypeError) as exc:
+        log.error("--access-log-format %r is not a %%-format of atoms (%s); using %r",
+                  fmt, exc, DEFAULT_ACCESS_FORMAT)
+        return None
+    return fmt
+
+
+class _Atoms(dict):  # type: ignore[type-arg]
+    """Atoms computed when a format asks for them, escaped for text logs."""
+
+    def __init__(self, scope: dict[str, Any], status: int, sent: int, duration: float,
+                 client: Any, pid: int, when: float) -> None:
+        super().__init__()
+        self.scope = scope
+        self.status = status
+        self.sent = sent
+        self.duration = duration
+        self.client = client
+        self.pid = pid
+        self.when = when
+
+    def __missing__(self, key: str) -> Any:
+        value = self.raw(key)
+        if type(value) is str:
+            value = _escape(value)
+        self[key] = value
+        return value
+
+    def header(self, name: bytes) -> str:
+        for key, value in self.scope["headers"]:
+            if key.lower() == name:
+                return bytes(value).decode("latin-1")
+        return "-"
+
+    def raw(self, key: str) -> Any:
+        scope = self.scope
+        if key == "h":
+            return str(self.client[0]) if self.client else "-"
+        if key == "r":
+            query = scope["query_string"]
+            target = bytes(scope.get("raw_path") or scope["path"].encode())
+            if query:
+                target += b"?" + bytes(query)
+            return f"{scope['method']} {target.decode('latin-1')} HTTP/{scope['http_version']}"
+        if key == "s":
+            return self.status
+        if key == "b":
+            return str(self.sent)
+        if key == "B":
+            return self.sent
+        if key == "L":
+            return f"{self.duration:.6f}"
+        if key == "T":
+            return int(self.duration)
+        if key == "M":
+            return int(self.duration * 1e3)
+        if key == "D":
+            return int(self.duration * 1e6)
+        if key == "m":
+            return scope["method"]
+        if key == "U":
+            return scope["path"]
+        if key == "q":
+            return bytes(scope["query_string"]).decode("latin-1")
+        if key == "H":
+            return "HTTP/" + scope["http_version"]
+        if key == "a":
+            return self.header(b"user-agent")
+        if key == "f":
+            return self.header(b"referer")
+        if key == "t":
+            return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(self.when))
+        if key == "p":
+            return f"<{self.pid}>"
+        if key == "u":
+            return _basic_user(self.header(b"authorization"))
+        if key.startswith("{") and key.endswith("}i"):
+            return self.header(key[1:-2].lower().encode("latin-1", "replace"))
+        return "-"  # l, {name}o, {name}e and atoms nobody defined
+
+
+def _basic_user(authorization: str) -> str:
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return "-"
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("latin-1")
+    except (ValueError, binascii.Error):
+        return "-"
+    user, sep, _ = decoded.partition(":")
+    return user if sep and user else "-"
+
+
+_ESCAPES = {i: f"\\x{i:02x}" for i in range(0x20)}
+_ESCAPES.update({0x7F: "\\x7f", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                 ord('"'): '\\"', ord("\\"): "\\\\"})
+
+
 def _escape(text: str) -> str:
+    """Apache-style: quote, backslash and control characters as escapes, and
+    any other unprintable character (C1 controls, U+2028...) as \\uXXXX."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    text = text.translate(_ESCAPES)
     if text.isprintable():
         return text
-    return text.encode("unicode_escape").decode("ascii")
+    return "".join(c if c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                    if ord(c) < 0x10000 else f"\\U{ord(c):08x}") for c in text)
