@@ -311,10 +311,7 @@ class HttpConnection(asyncio.Protocol):
             return
         context = contextvars.copy_context()
         try:
-            coro = context.run(server.app, cycle.scope, cycle.receive, cycle.send)
-            if type(coro) is not types.CoroutineType:
-                coro = _awaited(coro)
-            waiting_on = context.run(coro.send, None)
+            coro, waiting_on = context.run(_first_step, server.app, cycle)
         except StopIteration:
             self._finished(cycle, None)
             return
@@ -437,6 +434,14 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
         if not self.cycles:
             self._arm(min(self.config.keep_alive_s, 1.0) or 0.01)
+
+
+def _first_step(app: Any, cycle: HttpCycle) -> tuple[Any, Any]:
+    """Call the app and run it to its first suspension (StopIteration: done)."""
+    coro = app(cycle.scope, cycle.receive, cycle.send)
+    if type(coro) is not types.CoroutineType:
+        coro = _awaited(coro)
+    return coro, coro.send(None)
 
 
 async def _awaited(awaitable: Any) -> Any:
