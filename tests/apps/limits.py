@@ -8,6 +8,7 @@ Raw ASGI. Sleeps here are app behaviour (a slow handler), not test syncing.
   then keeps the request in flight for N seconds before finishing.
 - ``/stream?chunks=N&size=S``: a chunked response of N fresh chunks of S
   bytes, each built anew so the server cannot hold on to one shared object.
+- ``/blob?size=S``: S bytes in a single body message.
 - ``/scope``: JSON of the scheme and the TLS extension, if any.
 - anything else: a short text.
 """
@@ -53,6 +54,11 @@ async def app(scope, receive, send):
             chunk = i.to_bytes(8, "big") + filler[8:]  # a new object every time
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/blob":  # one body message, nothing for the server to wait on
+        size = _query(scope, "size", 1 << 20)
+        await _start(send, length=size)
+        await send({"type": "http.response.body", "body": bytes(size)})
         return
     if path == "/hold":
         await _start(send)

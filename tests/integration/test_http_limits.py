@@ -257,19 +257,21 @@ def read_paced(sock: socket.socket, total: int, rate: float, sample=None) -> int
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_slow_steady_reader_is_not_dropped(arbiter_process, loop) -> None:
+@pytest.mark.parametrize("target", ["/stream?chunks=144&size=65536", "/blob?size=9437184"],
+                         ids=["streamed", "one-message"])
+def test_slow_steady_reader_is_not_dropped(arbiter_process, loop, target) -> None:
     server = start(arbiter_process, "--timeout-write", "1", loop=loop)
     pid = worker_pid(server)
     size = 9 * MIB
     with connect(server, rcvbuf=65536) as sock:
-        sock.sendall(b"GET /stream?chunks=%d&size=65536 HTTP/1.1\r\nHost: x\r\n"
-                     b"Connection: close\r\n\r\n" % (size // 65536))
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                     % target.encode())
         began = time.monotonic()
         # three timeout_write periods at 3 MiB/s, far slower than the server writes
         got = read_paced(sock, size + 4096, 3 * MIB)
         elapsed = time.monotonic() - began
     assert got > size, f"dropped after {got} of {size} bytes"
-    print(f"slow reader ({loop}): {got / MIB:.1f} MiB in {elapsed:.1f} s, not dropped")
+    print(f"slow reader ({loop}, {target}): {got / MIB:.1f} MiB in {elapsed:.1f} s, not dropped")
     still_serving(server, pid)
 
 
@@ -423,3 +425,21 @@ def test_pausing_and_resuming_accept_leaks_no_descriptors(arbiter_process, loop)
         assert int(response.text) == pid
     wait_until(lambda: worker.num_fds() <= idle_fds, 5,
                message=f"fds back to {idle_fds} (now {worker.num_fds()})")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_non_reader_of_a_response_sent_in_one_message_is_dropped(arbiter_process, loop):
+    """The app hands over the whole body at once and is done: nothing awaits
+    a drain, yet the buffered bytes must not pin the connection forever."""
+    server = start(arbiter_process, "--timeout-write", "1", "--keep-alive", "30", loop=loop)
+    pid = worker_pid(server)
+    with connect(server, rcvbuf=16384) as sock:
+        sock.sendall(b"GET /blob?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 * MIB))
+        sent = time.monotonic()
+        wait_until(lambda: server_side_of(pid, sock), 5, message="the server to accept")
+        wait_until(lambda: not server_side_of(pid, sock), 8, interval=0.05,
+                   message="the server to drop a client that does not read")
+        dropped = time.monotonic() - sent
+    print(f"non-reader of one big message ({loop}) dropped after {dropped:.2f} s")
+    assert dropped <= 4.0, dropped
+    still_serving(server, pid)

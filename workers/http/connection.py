@@ -149,6 +149,13 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        # the stall clock starts here, not only when the app awaits a drain:
+        # a body handed over in one message, then a graceful close, must
+        # not pin the connection (and its buffer) for as long as nobody reads
+        if self.config.timeout_write_s and self.write_timer is None:
+            self.write_backlog = self._buffered()
+            self.write_timer = self.loop.call_later(self.config.timeout_write_s,
+                                                    self._write_stalled)
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -248,7 +255,7 @@ class HttpConnection(asyncio.Protocol):
         """The client has not read for timeout_write: drop it, unless it is
         reading slowly (the buffer shrank), which is progress."""
         self.write_timer = None
-        if self.closed or not self.write_paused:
+        if not self.write_paused:  # (closed and flushing still counts as stalled)
             return
         backlog = self._buffered()
         if backlog < self.write_backlog:
