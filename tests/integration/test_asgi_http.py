@@ -126,3 +126,10 @@ def test_websocket_echo_and_refusal(arbiter_process, backend: str) -> None:
     asyncio.run(talk())
     # the worker that served the websocket still serves http
     assert httpx.get(server.url, timeout=5).status_code == 200
+
+
+def test_absolute_form_target_gives_the_path(server) -> None:
+    response = raw_exchange(server, b"GET http://example.com/a/b?c=1 HTTP/1.1\r\n"
+                                    b"Host: example.com\r\nConnection: close\r\n\r\n")
+    scope = json_body(response)
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/api/a/b", "/a/b", "c=1")

@@ -169,6 +169,8 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = None
         self.head_timer = False
         target = head.target
+        if target[:1] != b"/" and target[:4].lower() == b"http":
+            target = _origin_form(target)
         path_bytes, _, query = target.partition(b"?")
         root = self.config.root_path
         try:
@@ -441,6 +443,17 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
         if not self.cycles:
             self._arm(min(self.config.keep_alive_s, 1.0) or 0.01)
+
+
+def _origin_form(target: bytes) -> bytes:
+    """RFC 9112 3.2.2: a server must accept the absolute form (what a proxy
+    sends); the app sees the path and query as if the origin form came."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    start = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    path = rest[start:]
+    return path if path.startswith(b"/") else b"/" + path
 
 
 def _first_step(app: Any, cycle: HttpCycle) -> tuple[Any, Any]:
