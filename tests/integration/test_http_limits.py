@@ -443,3 +443,19 @@ def test_non_reader_of_a_response_sent_in_one_message_is_dropped(arbiter_process
     print(f"non-reader of one big message ({loop}) dropped after {dropped:.2f} s")
     assert dropped <= 4.0, dropped
     still_serving(server, pid)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_graceful_stop_while_saturated(arbiter_process, loop) -> None:
+    """SIGTERM while accept is paused: the in-flight request finishes, the
+    freed slot does not reopen the listener, the worker exits cleanly."""
+    import signal
+
+    server = start(arbiter_process, "--limit-concurrency", "1", loop=loop)
+    held, _ = hold(server, 1.5)
+    server.signal(signal.SIGTERM)
+    _, rest = wait_closed(held, 10)
+    held.close()
+    assert rest.endswith(b"done\n\r\n0\r\n\r\n")
+    assert server.wait_exit(15) == 0
+    assert "Traceback" not in server.stderr and "ERROR" not in server.stderr, server.stderr

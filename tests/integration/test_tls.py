@@ -233,3 +233,21 @@ def test_bad_tls_settings_stop_with_a_clear_error(arbiter_process, certs, case) 
                          "NO-SUCH-CIPHER"], "--ssl-ciphers 'NO-SUCH-CIPHER'"),
     }[case]
     refused_to_start(arbiter_process, args, message)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_silent_client_on_tls_is_closed_after_timeout_header(arbiter_process, certs, loop):
+    """A client that never starts the handshake is bounded by --timeout-header
+    too (asyncio and uvloop would otherwise wait 60 s for it)."""
+    import socket
+    import time
+
+    from tests.integration.test_http_limits import wait_closed
+
+    server = start_tls(arbiter_process, certs, "--timeout-header", "1", loop=loop).wait_ready()
+    with socket.create_connection(server.address, timeout=5) as sock:
+        opened = time.monotonic()
+        closed, data = wait_closed(sock, 5)
+    print(f"silent TLS client ({loop}) closed after {closed - opened:.2f} s")
+    assert 0.9 <= closed - opened <= 2.5
+    assert scope_of(server, client_context(certs))["scheme"] == "https"

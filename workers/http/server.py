@@ -230,8 +230,11 @@ class HttpServer:
         for sock in self._listen_on:
             dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
             dup.setblocking(False)
-            server = await self.loop.create_server(lambda: HttpConnection(self), sock=dup,
-                                                   ssl=self._ssl_context, backlog=2048)
+            server = await self.loop.create_server(
+                lambda: HttpConnection(self), sock=dup, ssl=self._ssl_context, backlog=2048,
+                # the head's clock starts after the handshake; this bounds the handshake
+                ssl_handshake_timeout=(self.config.timeout_header_s or None)
+                if self._ssl_context is not None else None)
             self.servers.append(server)
 
     # ------------------------------------------------------------ --limit-concurrency
