@@ -357,15 +357,21 @@ class Supervisor:
         if self.stopping:
             deadlines.append(self._stop_deadline)
         for w in self.workers.values():
-            if w.phase is Phase.BOOTING and c.boot_timeout_s and not w.kill_sent:
-                deadlines.append(w.spawned_at + c.boot_timeout_s)
+            if w.ready_at is None:  # booting, or retired before it was ever ready
+                if c.boot_timeout_s and not w.kill_sent:
+                    deadlines.append(w.spawned_at + c.boot_timeout_s)
             elif c.timeout_s and not w.kill_sent:
                 deadlines.append(w.aborted_at + ABORT_GRACE_S if w.aborted_at
                                  else w.last_beat + c.timeout_s)
             if w.retired_at and not self.stopping and not w.kill_sent:
                 deadlines.append(w.retired_at + c.graceful_timeout_s)
             if c.max_lifetime_s and w.phase is Phase.READY and not w.recycle_reason:
-                deadlines.append(w.spawned_at + c.max_lifetime_s)
+                # Only a future one: a worker past its lifetime that is not marked yet
+                # waits for --max-recycling room or the end of a reload, and both come
+                # with an event (an exit, a READY). A past deadline would spin the loop.
+                expires = w.spawned_at + c.max_lifetime_s
+                if expires > now:
+                    deadlines.append(expires)
         for b in self._backoff.values():
             if b.not_before > now:
                 deadlines.append(b.not_before)
@@ -400,19 +406,24 @@ class Supervisor:
         for w in list(self.workers.values()):
             if w.kill_sent:
                 continue
-            if w.phase is Phase.BOOTING:
+            if w.ready_at is None:
+                # Booting (or retired while booting): --boot-timeout bounds it, never
+                # --timeout, which is about a ready event loop that stopped ticking.
                 if c.boot_timeout_s and now - w.spawned_at > c.boot_timeout_s:
                     w.kill_sent = w.boot_timed_out = True
                     actions += [Log("error", f"{w.name} did not become ready within the boot "
                                              f"timeout of {c.boot_timeout_s:g} s; killing it"),
                                 Kill(w.pid, signal.SIGKILL)]
-                continue
+                    continue
+                if w.phase is Phase.BOOTING:
+                    continue
             silent = now - w.last_beat
+            loop_clock = w.ready_at is not None  # a worker retired while booting has none
             if w.aborted_at is not None:
                 if now - w.aborted_at >= ABORT_GRACE_S:
                     w.kill_sent = True
                     actions.append(Kill(w.pid, signal.SIGKILL))
-            elif c.timeout_s and silent > c.timeout_s:
+            elif loop_clock and c.timeout_s and silent > c.timeout_s:
                 w.aborted_at = now
                 actions += [Log("critical", f"WORKER TIMEOUT: {w.name} has been silent for "
                                             f"{silent:.1f} s (--timeout {c.timeout_s:g}); "

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import signal
 
+import pytest
+
 from arbiter.heartbeat import Frame, Kind
 from arbiter.policy import (
-    ABORT_GRACE_S, ExitStatus, Halt, Kill, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
+    ABORT_GRACE_S, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
     Supervisor,
 )
 
@@ -175,3 +177,102 @@ def test_scale_down_never_below_one_and_graceful_stop_escalates() -> None:
     assert kills(t.tick(10)) == [(pid, signal.SIGKILL)]
     t.exit(pid, sig=signal.SIGKILL)
     assert Halt(0) in t.tick()
+
+
+def logs(actions: list[object]) -> list[str]:
+    return [a.message for a in actions if isinstance(a, Log)]
+
+
+def test_lifetime_past_while_recycling_is_full_does_not_spin() -> None:
+    t = Table(workers=2, max_lifetime_s=10, max_recycling=1)
+    first = t.boot_all()
+    actions = t.tick(11)
+    assert len([m for m in logs(actions) if "--max-lifetime" in m]) == 1  # one at a time
+    # the other is past its lifetime too, but waits for room: no deadline in the past
+    assert t.sup.next_deadline(t.now) > t.now + 1
+    replacement = t.pids()[-1]
+    t.ready(replacement)
+    retired = kills(t.tick())
+    assert len(retired) == 1 and retired[0][0] in first  # retired only after the replacement
+    t.exit(retired[0][0])
+    assert any("--max-lifetime" in m for m in logs(t.tick()))  # room again: the second one
+
+
+def test_lifetime_deadline_wakes_the_loop() -> None:
+    t = Table(workers=1, max_lifetime_s=10)
+    t.boot_all()
+    assert t.sup.next_deadline(t.now) == t.now + 5.0  # IDLE_WAKEUP_S, sooner than lifetime
+    t.now += 8
+    assert t.sup.next_deadline(t.now) == pytest.approx(t.now + 2)
+
+
+def test_rss_needs_consecutive_samples_over_the_limit() -> None:
+    t = Table(workers=1, max_rss_mib=100)
+    (pid,) = t.boot_all()
+    for rss in (150, 150, 50, 150, 150):  # a dip resets the count
+        t.sup.rss_sample(pid, rss)
+    assert not any("--max-rss" in m for m in logs(t.tick()))
+    t.sup.rss_sample(pid, 150)
+    marked = logs(t.tick())
+    assert any("RSS above 100 MiB for 3 samples (--max-rss)" in m for m in marked)
+    assert not kills(t.actions)  # readiness-gated: a replacement boots first
+    t.ready(t.pids()[-1])
+    assert kills(t.tick()) == [(pid, signal.SIGTERM)]
+
+
+def test_sighup_during_a_reload_supersedes_the_booting_canary() -> None:
+    t = Table(workers=2)
+    old = t.boot_all()
+    t.run(t.sup.request_reload(t.now))
+    canary2 = t.pids()[-1]
+    actions = t.run(t.sup.request_reload(t.now))
+    assert any("restarting generation 2's reload with the newest config" in m
+               for m in logs(actions))
+    assert kills(actions) == [(canary2, signal.SIGTERM)]  # superseded before it was ready
+    assert [(a.slot, a.generation) for a in actions if isinstance(a, Spawn)] == [(1, 3)]
+    t.exit(canary2)
+    for _ in range(2):
+        t.ready(t.pids()[-1])
+        t.tick()
+    for pid in old:
+        t.exit(pid)
+    assert ReloadDone(3) in t.tick()
+    assert {w.generation for w in t.sup.workers.values()} == {3}
+
+
+def test_a_worker_retired_while_booting_is_bounded_by_boot_and_graceful_timeouts() -> None:
+    t = Table(workers=1, timeout_s=5, boot_timeout_s=60, graceful_timeout_s=20)
+    t.boot_all()
+    t.run(t.sup.request_reload(t.now))
+    canary2 = t.pids()[-1]
+    t.run(t.sup.request_reload(t.now))  # canary2 retired while still booting
+    canary3 = t.pids()[-1]
+    t.ready(canary3)
+    for _ in range(3):  # the others beat; canary2 never does, being mid-boot
+        t.now += 6
+        for pid in t.pids():
+            if pid != canary2:
+                t.beat(pid)
+        assert (canary2, signal.SIGABRT) not in kills(t.tick())  # no --timeout: not ready yet
+    assert (canary2, signal.SIGKILL) in kills(t.tick(3))  # past --graceful-timeout
+
+
+def test_canary_that_never_boots_aborts_the_reload() -> None:
+    t = Table(workers=2, boot_timeout_s=30)
+    old = t.boot_all()
+    t.run(t.sup.request_reload(t.now))
+    canary = t.pids()[-1]
+    for pid in old:
+        t.beat(pid)
+    actions = t.tick(31)
+    assert (canary, signal.SIGKILL) in kills(actions)
+    assert any(isinstance(a, ReloadFailed) for a in actions)
+    assert not t.sup.reloading and t.sup.generation == 1
+
+
+def test_exit_descriptions_name_code_signal_and_possible_oom() -> None:
+    assert ExitStatus(code=7).describe() == "exited with code 7"
+    assert ExitStatus(code=4).describe() == "exited with code 4 (app import error)"
+    assert ExitStatus(sig=signal.SIGSEGV).describe() == "was killed by SIGSEGV"
+    assert "perhaps out of memory" in ExitStatus(sig=signal.SIGKILL).describe()
+    assert "from the master" in ExitStatus(sig=signal.SIGKILL).describe(killed_by_master=True)
