@@ -132,18 +132,29 @@ class Arbiter:
         self.configs[self.policy.generation] = self.config
         self._adopt_workers()
         if arb.reload:
-            from arbiter.reloader import StatReloader
             # A .pyc written now would record the source mtime in whole seconds (plus the
             # size), so a same-size save within that second would import as the old code.
             # Development only: compiling without a cache is cheap. Workers inherit this.
             sys.dont_write_bytecode = True
-            self.reloader = StatReloader(arb.reload_dirs or [self.config["app_dir"]],
-                                         arb.reload_include, arb.reload_exclude)
+            self.reloader = self._make_reloader(self.config)
         _set_title(f"arbiter: master [{arb.proc_name}]")
         for listener in self.listeners:
             log.info("Listening at: %s (%d)", listener.url(), os.getpid())
         log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
         self._hook("when_ready")
+
+    @staticmethod
+    def _watch_spec(config: Config) -> tuple[Any, ...]:
+        a = config.arbiter()
+        return (a.reload_dirs or (config["app_dir"],), a.reload_include, a.reload_exclude)
+
+    def _make_reloader(self, config: Config) -> Any:
+        from arbiter.reloader import StatReloader
+        reloader = StatReloader(*self._watch_spec(config))
+        log.info("--reload: watching %s for %s (excluding %s)",
+                 ", ".join(str(d) for d in reloader.dirs), " ".join(reloader.include),
+                 " ".join(reloader.exclude) or "nothing")
+        return reloader
 
     def _hook(self, name: str, *args: Any, config: Config | None = None) -> None:
         """Call a config-file hook; one that raises is logged, never fatal."""
@@ -266,6 +277,14 @@ class Arbiter:
         sig = signal.Signals(signum)
         if sig == signal.SIGCHLD:
             return  # reaping happens every pass
+        if sig == signal.SIGUSR1:  # reopen first, so this line lands in the new file
+            from arbiter import logs
+            logs.reopen()
+            workers = list(self.policy.pids())
+            self._execute([Kill(pid, signal.SIGUSR1) for pid in workers])
+            log.info("received SIGUSR1: log files reopened here and signalled to %d worker(s)",
+                     len(workers))
+            return
         log.info("received %s", sig.name)
         if sig == signal.SIGTERM:
             systemd.stopping("graceful stop")
@@ -285,10 +304,6 @@ class Arbiter:
             self._execute(self.policy.scale(+1, now))
         elif sig == signal.SIGTTOU:
             self._execute(self.policy.scale(-1, now))
-        elif sig == signal.SIGUSR1:
-            from arbiter import logs
-            logs.reopen()
-            self._execute([Kill(pid, signal.SIGUSR1) for pid in self.policy.pids()])
         elif sig == signal.SIGUSR2:
             self._reexec()
 
@@ -307,6 +322,9 @@ class Arbiter:
         if new_config.addresses != self.config.addresses:
             log.warning("reload: bind addresses changed; that takes a restart, keeping the "
                         "current listeners")
+        if self.reloader is not None and self._watch_spec(new_config) != self._watch_spec(
+                self.config):
+            self.reloader = self._make_reloader(new_config)
         self.config = new_config
         self.policy.config = self._policy_config(new_config)
         self.policy.target = new_config.arbiter().workers
@@ -379,6 +397,9 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             for sig in HANDLED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            # SIGUSR1 (reopen logs) is sent to booting workers too; until the worker's event
+            # loop installs its handler, the default action would kill it.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             for pipe in self.pipes.values():
                 os.close(pipe.fd)
             self.selector.close()

@@ -16,12 +16,27 @@ from pathlib import Path
 POLL_INTERVAL_S = 0.5
 
 
+ALWAYS_INCLUDED = ("*.py",)
+DEFAULT_EXCLUDE = (".*", "*.py[cod]", "*~")
+
+
 class StatReloader:
+    """Watches ``dirs`` recursively. Patterns match a file's name or its full path.
+
+    As with uvicorn, --reload-include adds to ``*.py`` (source stays watched when
+    templates are added) and --reload-exclude adds to the default exclusions
+    (dot-files, bytecode, editor backups), unless a default is named as an
+    include. An exclusion wins over an inclusion, so ``--reload-exclude '*.py'``
+    stops watching source.
+    """
+
     def __init__(self, dirs: Iterable[str], include: Iterable[str],
                  exclude: Iterable[str]) -> None:
         self.dirs = [Path(d).resolve() for d in dirs] or [Path.cwd()]
-        self.include = tuple(include) or ("*.py",)
-        self.exclude = tuple(exclude)
+        include = tuple(include)
+        self.include = tuple(dict.fromkeys((*include, *ALWAYS_INCLUDED)))
+        self.exclude = tuple(dict.fromkeys(
+            (*exclude, *(p for p in DEFAULT_EXCLUDE if p not in include))))
         self._mtimes = self._scan()
 
     def _wanted(self, path: Path) -> bool:

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 class Load:
     """A bounded client loop in a thread, counting failures."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, fresh: bool = False) -> None:
         self.url = url
+        self.headers = {"connection": "close"} if fresh else {}  # a new connection each time
         self.ok = 0
         self.failed: list[str] = []
         self.stop = threading.Event()
@@ -32,7 +33,7 @@ class Load:
         with httpx.Client(timeout=10) as client:
             while not self.stop.is_set() and time.monotonic() < deadline:
                 try:
-                    response = client.get(self.url + "/pid")
+                    response = client.get(self.url + "/pid", headers=self.headers)
                     if response.status_code == 200:
                         self.ok += 1
                     else:
@@ -49,12 +50,14 @@ def test_twenty_reloads_under_load_lose_nothing(arbiter_process) -> None:
     server = arbiter_process(["basic:app", "--workers", "2"]).wait_ready()
     master = psutil.Process(server.pid)
     fds_before, threads_before = master.num_fds(), master.num_threads()
-    load = Load(server.url)
+    load, fresh = Load(server.url), Load(server.url, fresh=True)
     for i in range(20):
         server.signal(signal.SIGHUP)
         server.wait_for_log(r"reload: generation \d+ is serving", count=i + 1, timeout=30)
     load.finish()
+    fresh.finish()
     assert load.failed == [] and load.ok > 20
+    assert fresh.failed == [] and fresh.ok > 20
     wait_until(lambda: len(server.worker_pids()) == 2, 10)
     assert master.num_fds() == fds_before
     assert master.num_threads() == threads_before == 1
@@ -82,7 +85,8 @@ def test_blocked_event_loop_is_aborted_with_its_traceback(arbiter_process) -> No
         httpx.get(server.url + "/block?s=30", timeout=15)
     except httpx.HTTPError:
         pass
-    server.wait_for_log(rf"WORKER TIMEOUT: worker 1 \(pid {victim}", timeout=20)
+    server.wait_for_log(rf"WORKER TIMEOUT: worker 1 \(pid {victim}, generation 1\) has been "
+                        rf"silent for [\d.]+ s \(--timeout 2\)", timeout=20)
     server.wait_for_log(r'File ".*basic\.py", line \d+ in app', timeout=20)
     wait_until(lambda: server.worker_pids() and victim not in server.worker_pids(), 20)
     server.wait_for_log(r"is ready", count=2, timeout=20)
