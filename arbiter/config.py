@@ -64,6 +64,9 @@ class HttpConfig:
     limit_request_field_size: int
     limit_request_body: int
     limit_concurrency: int
+    ws_max_size: int
+    ws_ping_interval_s: float
+    ws_ping_timeout_s: float
     server_header: bool
     date_header: bool
     default_headers: tuple[tuple[str, str], ...]
@@ -161,6 +164,8 @@ class Config:
             limit_request_fields=v["limit_request_fields"],
             limit_request_field_size=v["limit_request_field_size"],
             limit_request_body=v["limit_request_body"], limit_concurrency=v["limit_concurrency"],
+            ws_max_size=v["ws_max_size"], ws_ping_interval_s=v["ws_ping_interval"],
+            ws_ping_timeout_s=v["ws_ping_timeout"],
             server_header=v["server_header"], date_header=v["date_header"],
             default_headers=v["headers"], proxy_headers=v["proxy_headers"],
             forwarded_allow_ips=v["forwarded_allow_ips"], proxy_protocol=v["proxy_protocol"],

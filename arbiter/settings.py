@@ -285,6 +285,13 @@ SETTINGS: tuple[Setting, ...] = (
       ("--limit-request-body",), section="http"),
     S("limit_concurrency", _int(0), 0, "Maximum in-flight requests per worker before answering "
       "503; 0 means unlimited.", ("--limit-concurrency",), section="http"),
+    S("ws_max_size", _int(1), 16 * 1024 * 1024, "Largest WebSocket message in bytes; a "
+      "bigger one closes the connection with 1009.", ("--ws-max-size",), section="http"),
+    S("ws_ping_interval", _float(0), 20.0, "Seconds between WebSocket pings the server sends "
+      "to keep connections alive and find dead peers; 0 disables.", ("--ws-ping-interval",),
+      section="http"),
+    S("ws_ping_timeout", _float(0), 20.0, "Seconds to wait for the pong before closing the "
+      "WebSocket with 1011.", ("--ws-ping-timeout",), section="http"),
     S("server_header", _bool, True, "Send a Server header.", ("--server-header",), kind="bool",
       section="http"),
     S("date_header", _bool, True, "Send a Date header.", ("--date-header",), kind="bool",

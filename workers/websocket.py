@@ -17,8 +17,8 @@ from typing import Any
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, RejectData, Request,
-    TextMessage,
+    AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, RejectConnection, RejectData,
+    Request, TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
@@ -44,10 +44,21 @@ def is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
     return upgrade and connection
 
 
+class WebSocketLimits:
+    """What an operator tunes: message size and keepalive pings."""
+
+    def __init__(self, max_size: int = MAX_MESSAGE_BYTES, ping_interval: float = 20.0,
+                 ping_timeout: float = 20.0) -> None:
+        self.max_size = max_size
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+
 def hand_over(transport: asyncio.Transport, app: Any, scope: dict[str, Any], data: bytes,
-              on_close: Callable[[WebSocketProtocol], None] | None = None) -> WebSocketProtocol:
+              on_close: Callable[[WebSocketProtocol], None] | None = None,
+              limits: WebSocketLimits | None = None) -> WebSocketProtocol:
     """Switch ``transport`` to a WebSocketProtocol that serves ``app``."""
-    protocol = WebSocketProtocol(app, scope, on_close)
+    protocol = WebSocketProtocol(app, scope, on_close, limits)
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     protocol.data_received(data)
@@ -56,8 +67,12 @@ def hand_over(transport: asyncio.Transport, app: Any, scope: dict[str, Any], dat
 
 class WebSocketProtocol(asyncio.Protocol):
     def __init__(self, app: Any, http_scope: dict[str, Any],
-                 on_close: Callable[[WebSocketProtocol], None] | None = None) -> None:
+                 on_close: Callable[[WebSocketProtocol], None] | None = None,
+                 limits: WebSocketLimits | None = None) -> None:
         self.app = app
+        self.limits = limits or WebSocketLimits()
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.pong_timer: asyncio.TimerHandle | None = None
         self.scope = websocket_scope(http_scope)
         self.on_close = on_close
         self.conn = WSConnection(ConnectionType.SERVER)
@@ -95,6 +110,7 @@ class WebSocketProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_pings()
         if not self.closed:
             self.closed = True
             self._deliver({"type": "websocket.disconnect", "code": 1006, "reason": ""})
@@ -130,6 +146,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self._on_message(event)
         elif isinstance(event, Ping):
             self._write(self.conn.send(event.response()))
+        elif isinstance(event, Pong):
+            if self.pong_timer is not None:
+                self.pong_timer.cancel()
+                self.pong_timer = None
         elif isinstance(event, CloseConnection):
             if not self.closed:
                 try:
@@ -144,7 +164,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _on_message(self, event: TextMessage | BytesMessage) -> None:
         self.message_size += len(event.data)
-        if self.message_size > MAX_MESSAGE_BYTES:
+        if self.message_size > self.limits.max_size:
             self._close_with(1009, "message too big")
             return
         if isinstance(event, TextMessage):
@@ -175,12 +195,41 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport.close()
 
     def _close_with(self, code: int, reason: str) -> None:
+        self._stop_pings()
         if not self.closed:
             self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
             self.closed = True
             self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
         if self.transport is not None:
             self.transport.close()
+
+    # ---------------------------------------------------------- keepalive
+
+    def _ping(self) -> None:
+        """Keep idle connections alive through proxies, and find peers that
+        vanished without a close (a laptop lid shut): no pong, 1011."""
+        self.ping_timer = None
+        if self.closed:
+            return
+        try:
+            self._write(self.conn.send(Ping(payload=b"arbiter")))
+        except LocalProtocolError:
+            return
+        if self.limits.ping_timeout and self.pong_timer is None:
+            self.pong_timer = self.loop.call_later(self.limits.ping_timeout, self._no_pong)
+        self.ping_timer = self.loop.call_later(self.limits.ping_interval, self._ping)
+
+    def _no_pong(self) -> None:
+        self.pong_timer = None
+        log.info("closing a websocket at %s: no pong within %.0f s", self.scope.get("path"),
+                 self.limits.ping_timeout)
+        self._close_with(1011, "keepalive ping timeout")
+
+    def _stop_pings(self) -> None:
+        for timer in (self.ping_timer, self.pong_timer):
+            if timer is not None:
+                timer.cancel()
+        self.ping_timer = self.pong_timer = None
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -235,6 +284,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self._write(self.conn.send(AcceptConnection(
                 subprotocol=message.get("subprotocol"), extensions=[PerMessageDeflate()],
                 extra_headers=headers)))
+            if self.limits.ping_interval:
+                self.ping_timer = self.loop.call_later(self.limits.ping_interval, self._ping)
         elif kind == "websocket.send" and self.accepted:
             if message.get("text") is not None:
                 data = self.conn.send(TextMessage(data=message["text"]))

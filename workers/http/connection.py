@@ -230,7 +230,8 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         self._disarm()
         ws = websocket.hand_over(self.transport, self.server.app, self.upgrade_scope, raw,
-                                 on_close=self.server.websockets.discard)
+                                 on_close=self.server.websockets.discard,
+                                 limits=self.server.websocket_limits)
         self.server.websockets.add(ws)
         raise _Upgraded()
 

@@ -23,6 +23,7 @@ from arbiter.config import HttpConfig
 from arbiter.errors import BootError
 from workers.http.connection import HttpConnection
 from workers.http.proxy import TrustedPeers
+from workers.websocket import WebSocketLimits
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -173,6 +174,8 @@ class HttpServer:
         self.loop = loop
         self.parser_class = pick_parser(config.backend)
         self.trusted = TrustedPeers.parse(config.forwarded_allow_ips)
+        self.websocket_limits = WebSocketLimits(config.ws_max_size, config.ws_ping_interval_s,
+                                                config.ws_ping_timeout_s)
         self.connections: set[HttpConnection] = set()
         self.websockets: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
