@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import logging
 import socket
+import struct
 import time
 import types
 from collections import deque
@@ -269,6 +270,12 @@ class HttpConnection(asyncio.Protocol):
         log.info("dropping a client that read nothing for %.0f s", self.config.timeout_write_s)
         if self.transport is not None:
             self.closed = True
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:  # reset: else the kernel keeps the unsent bytes, orphaned
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
             self.transport.abort()
 
     def _stop_write_timer(self) -> None:
@@ -489,6 +496,9 @@ def _resume(coro: Any, waiting_on: Any) -> Any:
                 waiting_on = coro.send(value)
             except StopIteration as stop:
                 return stop.value
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
 
 class _Upgraded(Exception):
