@@ -6,12 +6,16 @@ import datetime
 import ipaddress
 import json
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.integration.test_http_limits import wait_closed
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +142,11 @@ def scope_of(server, context: ssl.SSLContext) -> dict:
     return json.loads(response.text)
 
 
+def socket_to(server, context: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection(server.address, timeout=5)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
 # ---------------------------------------------------------------- tests
 
 
@@ -165,12 +174,6 @@ def test_https_scope_has_the_tls_extension(arbiter_process, certs, loop, http) -
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{host}:{port}/scope", timeout=5)
     assert scope_of(server, context)["scheme"] == "https"  # and the worker is fine
-
-
-def socket_to(server, context: ssl.SSLContext):
-    import socket
-    raw = socket.create_connection(server.address, timeout=5)
-    return context.wrap_socket(raw, server_hostname="localhost")
 
 
 def test_tls_1_2_and_its_cipher_suite_are_reported(arbiter_process, certs) -> None:
@@ -239,11 +242,6 @@ def test_bad_tls_settings_stop_with_a_clear_error(arbiter_process, certs, case) 
 def test_silent_client_on_tls_is_closed_after_timeout_header(arbiter_process, certs, loop):
     """A client that never starts the handshake is bounded by --timeout-header
     too (asyncio and uvloop would otherwise wait 60 s for it)."""
-    import socket
-    import time
-
-    from tests.integration.test_http_limits import wait_closed
-
     server = start_tls(arbiter_process, certs, "--timeout-header", "1", loop=loop).wait_ready()
     with socket.create_connection(server.address, timeout=5) as sock:
         opened = time.monotonic()
@@ -251,3 +249,28 @@ def test_silent_client_on_tls_is_closed_after_timeout_header(arbiter_process, ce
     print(f"silent TLS client ({loop}) closed after {closed - opened:.2f} s")
     assert 0.9 <= closed - opened <= 2.5
     assert scope_of(server, client_context(certs))["scheme"] == "https"
+
+
+def test_rfc4514_names() -> None:
+    from workers.http.server import rfc4514_name
+
+    subject = ((("countryName", "FR"),), (("organizationName", "Acme, Inc."),),
+               (("organizationalUnitName", "R&D"), ("userId", "42")),
+               (("commonName", " #lead+\"x\"\\; <y> "),))
+    assert rfc4514_name(subject) == ('CN=\\ #lead\\+\\"x\\"\\\\\\; \\<y\\>\\ ,'
+                                     'OU=R&D+UID=42,O=Acme\\, Inc.,C=FR')
+    assert rfc4514_name(((("commonName", "#1"),),)) == "CN=\\#1"  # only a leading #
+    assert rfc4514_name(()) is None
+    assert rfc4514_name(((("emailAddress", "a@b"),),)) == "emailAddress=a@b"
+
+
+def test_openssl_cli_fallback_makes_usable_certificates(tmp_path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    _with_openssl_cli(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server-encrypted.key",
+                            PASSWORD)
+    context.load_verify_locations(tmp_path / "ca.pem")
+    client = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    client.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
