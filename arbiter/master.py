@@ -139,7 +139,8 @@ class Arbiter:
             self.reloader = self._make_reloader(self.config)
         _set_title(f"arbiter: master [{arb.proc_name}]")
         for listener in self.listeners:
-            log.info("Listening at: %s (%d)", listener.url(), os.getpid())
+            log.info("Listening at: %s (%d)", listener.url(tls=self.config.http().tls is not None),
+                     os.getpid())
         log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
         self._hook("when_ready")
 

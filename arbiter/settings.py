@@ -283,8 +283,10 @@ SETTINGS: tuple[Setting, ...] = (
       "(431).", ("--limit-request-field-size",), section="http"),
     S("limit_request_body", _int(0), 0, "Maximum request body bytes (413); 0 means unlimited.",
       ("--limit-request-body",), section="http"),
-    S("limit_concurrency", _int(0), 0, "Maximum in-flight requests per worker before answering "
-      "503; 0 means unlimited.", ("--limit-concurrency",), section="http"),
+    S("limit_concurrency", _int(0), 0, "Maximum in-flight requests per worker; past it the worker "
+      "stops accepting (the kernel hands new connections to other workers) and answers "
+      "503 with Retry-After to requests on open connections; 0 means unlimited.",
+      ("--limit-concurrency",), section="http"),
     S("ws_max_size", _int(1), 16 * 1024 * 1024, "Largest WebSocket message in bytes; a "
       "bigger one closes the connection with 1009.", ("--ws-max-size",), section="http"),
     S("ws_ping_interval", _float(0), 20.0, "Seconds between WebSocket pings the server sends "

@@ -31,14 +31,14 @@ class Listener:
         self.address = address
         self.owns_path = owns_path
 
-    def url(self) -> str:
+    def url(self, tls: bool = False) -> str:
         """Where clients reach it, with the real port when port 0 was asked for."""
         name = self.sock.getsockname()
         if self.sock.family == socket.AF_UNIX:
             return f"unix:{name if isinstance(name, str) else name.decode(errors='replace')}"
         host, port = name[0], name[1]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
+        return f"{'https' if tls else 'http'}://{host}:{port}"
 
     def close(self, unlink: bool) -> None:
         path = self.address.path if self.address.kind == "unix" else ""

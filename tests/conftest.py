@@ -100,11 +100,11 @@ class ArbiterProcess:
 
     @property
     def url(self) -> str:
-        return self.wait_for_log(r"Listening at: (http://\S+)").group(1)
+        return self.wait_for_log(r"Listening at: (https?://\S+)").group(1)
 
     @property
     def address(self) -> tuple[str, int]:
-        match = re.match(r"http://\[?([^\]]+?)\]?:(\d+)$", self.url)
+        match = re.match(r"https?://\[?([^\]]+?)\]?:(\d+)$", self.url)
         assert match
         return match.group(1), int(match.group(2))
 
