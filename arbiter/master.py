@@ -67,6 +67,17 @@ class _WorkerPipe:
         self.pid, self.fd, self.decoder = pid, fd, heartbeat.FrameDecoder()
 
 
+@dataclasses.dataclass
+class _Precheck:
+    """A running ``--check-config`` of the new command line, before a re-exec."""
+
+    pid: int
+    output: Any  # a temporary file holding its stdout and stderr
+    deadline: float
+    reload_hook: bool  # a --preload SIGHUP: call on_reload once the check passes
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+
 class Arbiter:
     """Supervises the workers of one server, from bind to exit."""
 
@@ -89,6 +100,7 @@ class Arbiter:
         self._next_rss_sample = 0.0
         self._announced_ready = False
         self._reexecing = False
+        self._precheck: _Precheck | None = None
         self.reloader: Any = None
         self.log = log  # for hooks written for gunicorn (server.log.info(...))
         arb = config.arbiter()
@@ -188,6 +200,7 @@ class Arbiter:
                 while self.signals:
                     self._handle_signal(self.signals.popleft(), now)
                 self._reap(now)
+                self._poll_precheck(now)
                 self._sample_rss(now)
                 self._poll_reloader(now)
                 code = self._execute(self.policy.tick(time.monotonic()))
@@ -201,6 +214,8 @@ class Arbiter:
 
     def _sleep_budget(self, now: float) -> float:
         budget = self.policy.next_deadline(now) - now
+        if self._precheck is not None:
+            budget = min(budget, self._precheck.deadline - now)
         if self.config.arbiter().max_rss_mib:
             budget = min(budget, max(0.0, self._next_rss_sample - now))
         if self.reloader is not None:
@@ -240,6 +255,9 @@ class Arbiter:
             if pipe is not None:  # frames written just before death still count
                 self._read_pipe(pipe)
                 self._close_pipe(pid)
+            if self._precheck is not None and pid == self._precheck.pid:
+                self._precheck_exited(status)
+                continue
             record = self.policy.workers.get(pid)
             if record is None:  # an orphan adopted as subreaper
                 log.debug("reaped pid %d (not a worker)", pid)
@@ -296,9 +314,7 @@ class Arbiter:
         elif sig == signal.SIGHUP:
             if self.config.arbiter().preload:
                 log.info("--preload: a reload must load new code, so re-executing the master")
-                if not self.policy.stopping:
-                    self._hook("on_reload")
-                self._reexec()
+                self._check_then_reexec(now, reload_hook=True)
             else:
                 self._reload(now)
         elif sig == signal.SIGTTIN:
@@ -306,7 +322,7 @@ class Arbiter:
         elif sig == signal.SIGTTOU:
             self._execute(self.policy.scale(-1, now))
         elif sig == signal.SIGUSR2:
-            self._reexec()
+            self._check_then_reexec(now, reload_hook=False)
 
     def _reload(self, now: float) -> None:
         if self.policy.stopping:
@@ -422,6 +438,82 @@ class Arbiter:
             os._exit(code)
 
     # ---------------------------------------------------------------- upgrade
+    #
+    # A re-exec replaces this very process: if the new program could not start (a
+    # broken config file, app code that no longer imports under --preload) the
+    # listeners would close and the workers lose their master. So the new command
+    # line is first run with --check-config in a child -- the same config load and
+    # app import the new master would do -- and only a clean exit leads to the exec.
+    # The check runs beside the loop; its exit is reaped like any child's.
+
+    def _check_then_reexec(self, now: float, reload_hook: bool) -> None:
+        if self.reexec_argv is None:
+            log.error("cannot re-exec a master started from Python; ignoring the signal")
+            return
+        if self.policy.stopping:
+            return
+        if self._precheck is not None:  # a newer request: check the newest code instead
+            log.info("re-exec: restarting the pre-flight check for the newest code")
+            self._stop_precheck()
+        import tempfile
+        output = tempfile.TemporaryFile()
+        argv = [sys.executable, *self.reexec_argv, "--check-config"]
+        try:
+            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, output.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, output.fileno(), 2)])
+        except OSError as exc:
+            output.close()
+            log.error("re-exec cancelled: cannot run the pre-flight check: %s", exc)
+            return
+        systemd.reloading("checking the new master before re-executing")
+        timeout = self.config.arbiter().boot_timeout_s or 60.0
+        self._precheck = _Precheck(pid, output, now + timeout, reload_hook)
+        log.info("re-exec: checking that the new master starts (config and app load, pid %d)",
+                 pid)
+
+    def _precheck_exited(self, status: int) -> None:
+        check, self._precheck = self._precheck, None
+        assert check is not None
+        check.output.seek(0)
+        text = check.output.read().decode("utf-8", "replace").strip()
+        check.output.close()
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0 and not self.policy.stopping:
+            if check.reload_hook:
+                self._hook("on_reload")
+            self._reexec()
+            return
+        if self.policy.stopping:
+            return
+        lines = [line for line in text.splitlines() if line.strip()]
+        why = "\n".join(lines[-12:]) or f"exit status {code}"
+        log.error("re-exec cancelled: the new master would not start (check exited with %s); "
+                  "this master and its workers keep serving:\n%s", code, why)
+        systemd.ready("re-exec cancelled: the new master would not start")
+
+    def _poll_precheck(self, now: float) -> None:
+        check = self._precheck
+        if check is None:
+            return
+        if self.policy.stopping:
+            self._stop_precheck()
+        elif now > check.deadline:
+            log.error("re-exec cancelled: the pre-flight check did not finish within %.0f s",
+                      check.deadline - check.started)
+            self._stop_precheck()
+            systemd.ready("re-exec cancelled: the check timed out")
+
+    def _stop_precheck(self) -> None:
+        check, self._precheck = self._precheck, None
+        if check is None:
+            return
+        try:
+            os.kill(check.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        check.output.close()  # its exit is then reaped quietly, as a stranger's
 
     def _reexec(self) -> None:
         """Replace this master's program in place (same PID), keeping listeners and workers."""
@@ -482,6 +574,7 @@ class Arbiter:
     def _cleanup(self) -> None:
         if self._reexecing:
             return
+        self._stop_precheck()
         for listener in self.listeners:
             listener.close(unlink=True)
         if self.pid_file:

@@ -23,7 +23,7 @@ import logging
 import os
 from urllib.parse import parse_qs
 
-print("IMPORTED", os.getpid(), flush=True)
+print(f"IMPORTED {os.getpid()}", flush=True)  # one write: workers share stdout
 
 _HELD = []  # memory kept alive by /grow
 
@@ -48,7 +48,7 @@ async def _lifespan(receive, send):
                 asyncio.get_running_loop().call_later(0.2, os._exit, 7)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            print("LIFESPAN SHUTDOWN", os.getpid(), flush=True)
+            print(f"LIFESPAN SHUTDOWN {os.getpid()}", flush=True)
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -462,5 +462,56 @@ def test_preload_imports_once_in_the_master_and_freezes_gc(arbiter_process) -> N
     plain = arbiter_process(["supervised:app", "--workers", "2"]).wait_ready()
     workers = {str(p) for p in plain.worker_pids()}
     wait_until(lambda: set(re.findall(r"IMPORTED (\d+)", plain.stdout)) == workers, 10,
-               message="an import in each worker")  # stdout and stderr are separate pipes
+               message=f"an import in each worker: {plain.stdout!r}")
     assert int(httpx.get(plain.url + "/gc", timeout=5).text) == 0
+
+
+# ------------------------------------------------------------------ re-exec pre-flight (10, 13)
+
+
+def test_preload_sighup_with_broken_code_keeps_master_and_workers(arbiter_process,
+                                                                  tmp_path) -> None:
+    app = tmp_path / "preapp.py"
+    good = (APPS / "supervised.py").read_text()
+    app.write_text(good)
+    server = arbiter_process(["preapp:app", "--workers", "2", "--preload",
+                              "--app-dir", str(tmp_path)], cwd=tmp_path).wait_ready()
+    workers = server.worker_pids()
+    load = Load(server.url)
+    load.wait_more(20)
+    app.write_text("raise ImportError('deploy is broken')\n")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"re-exec cancelled: the new master would not start \(check exited "
+                        r"with 4\); this master and its workers keep serving", timeout=30)
+    assert "ImportError: deploy is broken" in server.stderr
+    load.wait_more(20)
+    assert server.proc.poll() is None and server.worker_pids() == workers
+    app.write_text(good.replace('payload = b"ok"', 'payload = b"fixed"'))
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"adopted 2 worker\(s\)", timeout=30)
+    server.wait_for_log(r"reload: generation \d+ is serving", timeout=30)
+    load.wait_more(20)
+    load.finish()
+    assert load.failed == []
+    assert httpx.get(server.url, timeout=5).text == "fixed"
+    assert server.proc.poll() is None
+
+
+def test_usr2_with_a_broken_config_file_keeps_serving(arbiter_process, tmp_path) -> None:
+    config = tmp_path / "conf.py"
+    write_config(config, 2, "one")
+    server = arbiter_process(["supervised:app", "--config", str(config)]).wait_ready()
+    workers = server.worker_pids()
+    config.write_text("workers = 'many'\n")
+    server.signal(signal.SIGUSR2)
+    server.wait_for_log(r"re-exec cancelled: the new master would not start \(check exited "
+                        r"with 2\)", timeout=30)
+    assert "invalid value for workers (config file): 'many'" in server.stderr
+    assert server.proc.poll() is None and server.worker_pids() == workers
+    assert httpx.get(server.url, timeout=5).headers["x-config"] == "one"
+    write_config(config, 2, "two")
+    server.signal(signal.SIGUSR2)
+    server.wait_for_log(r"adopted 2 worker\(s\)", timeout=30)
+    server.wait_for_log(r"reload: generation \d+ is serving", timeout=30)
+    assert httpx.get(server.url, headers={"connection": "close"},
+                     timeout=5).headers["x-config"] == "two"
