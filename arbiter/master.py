@@ -162,11 +162,13 @@ class Arbiter:
         return (a.reload_dirs or (config["app_dir"],), a.reload_include, a.reload_exclude)
 
     def _make_reloader(self, config: Config) -> Any:
-        from arbiter.reloader import StatReloader
-        reloader = StatReloader(*self._watch_spec(config))
-        log.info("--reload: watching %s for %s (excluding %s)",
+        from arbiter.reloader import make_reloader
+        if self.reloader is not None:
+            self.reloader.close()
+        reloader = make_reloader(*self._watch_spec(config))
+        log.info("--reload: watching %s for %s (excluding %s), by %s",
                  ", ".join(str(d) for d in reloader.dirs), " ".join(reloader.include),
-                 " ".join(reloader.exclude) or "nothing")
+                 " ".join(reloader.exclude) or "nothing", reloader.backend)
         return reloader
 
     def _hook(self, name: str, *args: Any, config: Config | None = None) -> None:
@@ -575,6 +577,8 @@ class Arbiter:
         if self._reexecing:
             return
         self._stop_precheck()
+        if self.reloader is not None:
+            self.reloader.close()
         for listener in self.listeners:
             listener.close(unlink=True)
         if self.pid_file:

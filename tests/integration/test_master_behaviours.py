@@ -353,8 +353,14 @@ def test_reload_dir_include_and_exclude(arbiter_process, tmp_path) -> None:
     server = arbiter_process(["watched_app:app", "--reload", "--app-dir", str(src),
                               "--reload-dir", str(watched), "--reload-include", "*.txt",
                               "--reload-exclude", "skip*"], cwd=tmp_path).wait_ready()
-    server.wait_for_log(rf"--reload: watching {re.escape(str(watched))} for \*\.txt \*\.py "
-                        rf"\(excluding skip\* ")
+    backend = server.wait_for_log(rf"--reload: watching {re.escape(str(watched))} for "
+                                  rf"\*\.txt \*\.py \(excluding skip\* .*\), by ([^\n]+)")
+    try:
+        import watchfiles  # noqa: F401
+        expected = "watchfiles"
+    except ImportError:
+        expected = "polling mtimes"
+    assert backend.group(1) == expected
     # not watched: excluded, not included, outside the reload dirs; then one that is
     for path in (watched / "skip.txt", watched / "notes.md", src / "watched_app.py",
                  watched / "data.txt"):
@@ -368,6 +374,38 @@ def test_reload_dir_include_and_exclude(arbiter_process, tmp_path) -> None:
     server.wait_for_log(r"--reload: .*helper\.py changed; reloading")
     server.wait_for_log(r"reload: generation 3 is serving", timeout=20)
     assert httpx.get(server.url, timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["StatReloader", "WatchfilesReloader"])
+def test_reloader_include_exclude_and_skipped_dirs(tmp_path, backend: str) -> None:
+    from arbiter import reloader as reloader_module
+    if backend == "WatchfilesReloader":
+        pytest.importorskip("watchfiles")
+    files = {name: tmp_path / name for name in (
+        "app.py", "page.txt", "skip.txt", "notes.md", "sub/deep.py", ".hidden/x.py",
+        "__pycache__/y.py", "skipdir/z.py", "app.pyc", "app.py~")}
+    for path in files.values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("v1\n")
+    past = time.time() - 100
+    for path in files.values():
+        os.utime(path, (past, past))
+    watcher = getattr(reloader_module, backend)([str(tmp_path)], ["*.txt"], ["skip*"])
+    try:
+        assert watcher.changed() == []
+        wanted = {"app.py", "page.txt", "sub/deep.py"}
+        for name in sorted(files, key=lambda n: n in wanted):  # unwanted ones first
+            files[name].write_text("v2\n")
+        seen: set[str] = set()
+
+        def all_seen() -> bool:
+            seen.update(str(Path(p).relative_to(tmp_path)) for p in watcher.changed())
+            return wanted <= seen
+
+        wait_until(all_seen, 10, interval=0.1, message=f"changes seen by {backend}")
+        assert seen == wanted
+    finally:
+        watcher.close()
 
 
 def test_reload_on_a_public_address_warns_and_on_loopback_does_not(arbiter_process) -> None:
