@@ -197,7 +197,7 @@ class Client(threading.Thread):
                 status, close = _read_response(sock)
             except (OSError, ValueError) as exc:
                 self.failed += 1
-                self.errors[type(exc).__name__] += 1
+                self.errors[f"{type(exc).__name__}: {exc}"] += 1
                 if sock is not None:
                     sock.close()
                 sock = None
