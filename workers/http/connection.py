@@ -81,6 +81,8 @@ class HttpConnection(asyncio.Protocol):
             self.proxy_buffer = b""
         self.head_timer = True
         self._arm(self.config.timeout_header_s)
+        if self.server.stopping:  # accepted as the server began to stop
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
