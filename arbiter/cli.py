@@ -110,10 +110,21 @@ def serve(config: Config, *, reexec_argv: list[str] | None, app_object: Any = No
     return arbiter.run()
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost reach only this machine."""
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _warn_if_public(config: Config) -> None:
     import logging
     for address in config.addresses:
-        if address.kind == "tcp" and address.host not in ("127.0.0.1", "localhost", "::1"):
+        if address.kind == "tcp" and not is_loopback(address.host):
             logging.getLogger("arbiter.error").warning(
                 "--reload is for development only, and %s is reachable from other machines",
                 address)

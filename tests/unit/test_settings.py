@@ -133,3 +133,9 @@ def test_access_log_file_forms() -> None:
     assert forms(["--access-logfile", "-"]) == ["--access-log"]
     assert forms(["--access-log=x.log"]) == ["--access-log", "--access-log-file", "x.log"]
     assert forms(["--no-access-log"]) == ["--no-access-log"]
+
+
+def test_loopback_hosts_for_the_reload_warning() -> None:
+    from arbiter.cli import is_loopback
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
