@@ -450,3 +450,33 @@ def _check_partial_line(buf: bytearray, start: int, end: int) -> None:
     cr = buf.find(b"\r", start, stop)
     if cr >= 0 and (end >= 0 or cr + 1 < len(buf)):
         raise RemoteProtocolError(400, "Bare CR in request")
+
+
+class GatedParser:
+    """What both parser backends share: every byte through the gate, whole
+    bodiless requests straight to the sink, the rest to the backend's
+    ``_feed``. A subclass sets ``upgraded`` once the stream stops being HTTP."""
+
+    def __init__(self, sink: Any, limits: Any) -> None:
+        self.sink = sink
+        self.limits = limits
+        self.gate = RequestGate(limits)
+        self.upgraded = False  # the rest of the stream is not HTTP/1.1 any more
+
+    def feed(self, data: bytes) -> None:
+        if self.upgraded:
+            return
+        items, error = self.gate.feed(data)
+        for item in items:
+            if self.upgraded:
+                return
+            if type(item) is Head:  # a whole request without a body
+                self.sink.on_head(item)
+                self.sink.on_end()
+            else:
+                self._feed(item)
+        if error is not None:
+            raise error
+
+    def _feed(self, data: bytes) -> None:
+        raise NotImplementedError

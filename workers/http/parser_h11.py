@@ -13,36 +13,18 @@ from typing import Any
 import h11
 
 from workers.http.errors import RemoteProtocolError
-from workers.http.framing import Head, RequestGate
+from workers.http.framing import GatedParser
 
 
-class H11Parser:
+class H11Parser(GatedParser):
     def __init__(self, sink: Any, limits: Any) -> None:
-        self.sink = sink
-        self.limits = limits
-        self.gate = RequestGate(limits)
+        super().__init__(sink, limits)
         self.max_head = self.gate.max_head + 1024
         self.conn = self._new()
         self.upgrading = False
-        self.upgraded = False  # the rest of the stream is not HTTP/1.1 any more
 
     def _new(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-
-    def feed(self, data: bytes) -> None:
-        if self.upgraded:
-            return
-        items, error = self.gate.feed(data)
-        for item in items:
-            if self.upgraded:
-                return
-            if type(item) is Head:  # a whole request without a body
-                self.sink.on_head(item)
-                self.sink.on_end()
-            else:
-                self._feed(item)
-        if error is not None:
-            raise error
 
     def _feed(self, data: bytes) -> None:
         self.conn.receive_data(data)

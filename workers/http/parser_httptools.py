@@ -13,31 +13,13 @@ from typing import Any
 import httptools
 
 from workers.http.errors import RemoteProtocolError
-from workers.http.framing import Head, RequestGate
+from workers.http.framing import GatedParser
 
 
-class HttptoolsParser:
+class HttptoolsParser(GatedParser):
     def __init__(self, sink: Any, limits: Any) -> None:
-        self.sink = sink
-        self.limits = limits
-        self.gate = RequestGate(limits)
+        super().__init__(sink, limits)
         self.parser = httptools.HttpRequestParser(self)
-        self.upgraded = False  # the rest of the stream is not HTTP/1.1 any more
-
-    def feed(self, data: bytes) -> None:
-        if self.upgraded:
-            return
-        items, error = self.gate.feed(data)
-        for item in items:
-            if self.upgraded:
-                return
-            if type(item) is Head:  # a whole request without a body
-                self.sink.on_head(item)
-                self.sink.on_end()
-            else:
-                self._feed(item)
-        if error is not None:
-            raise error
 
     def _feed(self, data: bytes) -> None:
         try:
