@@ -113,10 +113,10 @@ def test_tcp_nodelay_is_set_on_accepted_connections(loop_name: str) -> None:
         await server.start([listener])
         client = socket.create_connection(listener.getsockname())
         try:
-            for _ in range(500):
-                if server.connections:
-                    break
-                await asyncio.sleep(0.01)
+            deadline = asyncio.get_running_loop().time() + 5
+            while not server.connections:  # poll the accept with a deadline
+                assert asyncio.get_running_loop().time() < deadline, "never accepted"
+                await asyncio.sleep(0.01)  # noqa: sleep (one poll step, bounded above)
             conn = next(iter(server.connections))
             sock = conn.transport.get_extra_info("socket")
             return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
