@@ -11,15 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.http.proxy import (
-    DEFAULT_TRUSTED,
+from workers.http.proxy import DEFAULT_TRUSTED, TrustedPeers, apply_proxy_headers
+from workers.http.proxy_protocol import (
     V1_MAX_LENGTH,
     V2_SIGNATURE,
     ProxyProtocolError,
     ProxyProtocolParser,
     ProxyResult,
-    TrustedPeers,
-    apply_proxy_headers,
 )
 
 # =============================================================== TrustedPeers

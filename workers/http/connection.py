@@ -21,8 +21,8 @@ from urllib.parse import unquote
 from workers.http.cycle import HttpCycle, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
 from workers.http.framing import Head
-from workers.http.proxy import (V2_SIGNATURE, ProxyProtocolError, ProxyProtocolParser,
-                                apply_proxy_headers)
+from workers.http.proxy import apply_proxy_headers
+from workers.http.proxy_protocol import V2_SIGNATURE, ProxyProtocolError, ProxyProtocolParser
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
