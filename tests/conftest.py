@@ -29,7 +29,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)  # noqa: sleep  (polling interval, not a wait for state)
+        time.sleep(interval)  # deliberate (noqa: sleep): polling interval, not a wait for state
 
 
 class ArbiterProcess:

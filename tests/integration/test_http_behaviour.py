@@ -116,7 +116,7 @@ def test_tcp_nodelay_is_set_on_accepted_connections(loop_name: str) -> None:
             deadline = asyncio.get_running_loop().time() + 5
             while not server.connections:  # poll the accept with a deadline
                 assert asyncio.get_running_loop().time() < deadline, "never accepted"
-                await asyncio.sleep(0.01)  # noqa: sleep (one poll step, bounded above)
+                await asyncio.sleep(0.01)  # deliberate (noqa: sleep): one poll step, bounded above
             conn = next(iter(server.connections))
             sock = conn.transport.get_extra_info("socket")
             return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

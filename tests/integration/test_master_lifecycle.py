@@ -93,7 +93,7 @@ def test_sigstop_longer_than_timeout_kills_no_healthy_worker(arbiter_process) ->
     server.signal(signal.SIGSTOP)
     wait_until(lambda: master.status() == psutil.STATUS_STOPPED, 5, message="master stopped")
     served_before = load.ok
-    time.sleep(4)  # noqa: sleep (the point of the test: the master stays stopped 2x --timeout)
+    time.sleep(4)  # deliberate (noqa: sleep): the point: the master stays stopped 2x --timeout
     assert load.ok > served_before, "workers must keep serving while the master is stopped"
     resumed = time.monotonic()
     server.signal(signal.SIGCONT)

@@ -73,7 +73,7 @@ def test_fd_option(arbiter_process) -> None:
     os.set_inheritable(listener.fileno(), True)
     launcher = (f"import os, sys\nos.execv(sys.executable, [sys.executable, '-m', 'arbiter', "
                 f"'basic:app', '--fd', '{listener.fileno()}'])\n")
-    server = arbiter_process([], command=[sys.executable, "-c", launcher],
-                             pass_fds=(listener.fileno(),)).wait_ready()
+    arbiter_process([], command=[sys.executable, "-c", launcher],
+                    pass_fds=(listener.fileno(),)).wait_ready()
     listener.close()
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200

@@ -62,7 +62,7 @@ def test_a_client_that_answers_pings_stays_connected(arbiter_process) -> None:
             while time.monotonic() < deadline:
                 await ws.send("x")
                 assert await ws.recv() == "echo:x"
-                await asyncio.sleep(0.1)  # noqa: sleep (client pacing across ping rounds)
+                await asyncio.sleep(0.1)  # deliberate (noqa: sleep): client pacing between pings
     asyncio.run(talk())
 
 

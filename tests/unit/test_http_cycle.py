@@ -218,7 +218,7 @@ def test_receive_after_the_whole_body_waits_for_the_disconnect() -> None:
         first = await cycle.receive()
         assert first == {"type": "http.request", "body": b"abc", "more_body": False}
         second = asyncio.ensure_future(cycle.receive())
-        await asyncio.sleep(0)  # noqa: sleep (one loop turn for the receive task to block)
+        await asyncio.sleep(0)  # deliberate (noqa: sleep): one loop turn: receive() blocks
         assert not second.done()  # waiting, not spinning
         cycle.client_gone()
         gone.set_result(None)

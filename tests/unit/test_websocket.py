@@ -56,7 +56,7 @@ def client_events(client: WSConnection, transport: FakeTransport) -> list[Any]:
 
 async def settle() -> None:
     for _ in range(10):
-        await asyncio.sleep(0)  # noqa: sleep  (one loop iteration, not a wait)
+        await asyncio.sleep(0)  # deliberate (noqa: sleep): one loop iteration, not a wait
 
 
 def test_is_upgrade() -> None:
