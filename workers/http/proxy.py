@@ -32,7 +32,6 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Union
 
 __all__ = [
-    "DEFAULT_TRUSTED",
     "TrustedPeers",
     "apply_proxy_headers",
     "parse_ip",
@@ -40,9 +39,6 @@ __all__ = [
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-#: What the server trusts when nothing is configured.
-DEFAULT_TRUSTED: tuple[str, ...] = ("127.0.0.1", "unix")
 
 
 # --------------------------------------------------------------------------- trust
