@@ -9,7 +9,6 @@ installs handlers, and only the CLI calls it.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
@@ -75,7 +74,3 @@ def flush() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
-
-
-def pid_prefix() -> str:
-    return f"[{os.getpid()}]"

@@ -24,51 +24,11 @@ import psutil
 import pytest
 
 from tests.conftest import APPS, wait_until
+from tests.load import Load
 
 pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
-
-
-class Load:
-    """A client loop in a thread: keep-alive (one connection) or a new connection each time.
-
-    Records failures and every value of the ``x-config`` response header it saw.
-    """
-
-    def __init__(self, url: str, path: str = "/pid", fresh: bool = False) -> None:
-        self.url = url + path
-        self.fresh = fresh
-        self.ok = 0
-        self.failed: list[str] = []
-        self.configs: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        headers = {"connection": "close"} if self.fresh else {}
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = client.get(self.url, headers=headers)
-                except httpx.HTTPError as exc:
-                    self.failed.append(repr(exc))
-                    continue
-                if response.status_code != 200:
-                    self.failed.append(f"HTTP {response.status_code}")
-                    continue
-                self.ok += 1
-                self.configs.add(response.headers.get("x-config", ""))
-
-    def wait_more(self, n: int, timeout: float = 20.0) -> None:
-        target = self.ok + n
-        wait_until(lambda: self.ok >= target, timeout, message=f"{n} more requests")
-
-    def finish(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 def wait_in_file(path: Path, pattern: str, timeout: float = 15.0) -> re.Match[str]:

@@ -18,45 +18,9 @@ import psutil
 import pytest
 
 from tests.conftest import APPS, wait_until
+from tests.load import Load
 
 pytestmark = pytest.mark.slow
-
-
-class Load:
-    """A client requesting ``path`` in a loop in a thread; records bodies and failures."""
-
-    def __init__(self, url: str, path: str = "/") -> None:
-        self.url = url + path
-        self.ok = 0
-        self.failed: list[str] = []
-        self.first_seen: dict[bytes, float] = {}  # body -> monotonic time first served
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = client.get(self.url)
-                except httpx.HTTPError as exc:
-                    self.failed.append(repr(exc))
-                    continue
-                if response.status_code != 200:
-                    self.failed.append(f"HTTP {response.status_code}")
-                    continue
-                self.ok += 1
-                self.first_seen.setdefault(response.content, time.monotonic())
-
-    def wait_more(self, n: int, timeout: float = 15.0) -> None:
-        """Wait until ``n`` more requests have succeeded."""
-        target = self.ok + n
-        wait_until(lambda: self.ok >= target, timeout, message=f"{n} more requests")
-
-    def finish(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 class InFlight:
@@ -230,7 +194,7 @@ def test_reload_serves_edited_code_without_a_failed_request(arbiter_process,
     server = arbiter_process(["devapp:app", "--workers", "2", "--reload",
                               "--app-dir", str(tmp_path)], cwd=tmp_path,
                              env=WRITE_BYTECODE).wait_ready()
-    load = Load(server.url)
+    load = Load(server.url, "/")
     load.wait_more(20)
     edited = time.monotonic()
     edit_body(app, b"version one", b"version two", mtime=second + 0.6)  # same size too
@@ -251,7 +215,7 @@ def test_preload_hup_reexecs_in_place_and_serves_new_code(arbiter_process, tmp_p
                               "--app-dir", str(tmp_path)], cwd=tmp_path,
                              env=WRITE_BYTECODE).wait_ready()
     old_workers = server.worker_pids()
-    load = Load(server.url)
+    load = Load(server.url, "/")
     load.wait_more(20)
     edit_body(app, b"version one", b"version two")
     hup = time.monotonic()

@@ -4,46 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 
 import httpx
 import psutil
 import pytest
 
 from tests.conftest import APPS, wait_until
+from tests.load import Load
 
 pytestmark = pytest.mark.slow
-
-
-class Load:
-    """A bounded client loop in a thread, counting failures."""
-
-    def __init__(self, url: str, fresh: bool = False) -> None:
-        self.url = url
-        self.headers = {"connection": "close"} if fresh else {}  # a new connection each time
-        self.ok = 0
-        self.failed: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        with httpx.Client(timeout=10) as client:
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = client.get(self.url + "/pid", headers=self.headers)
-                    if response.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failed.append(str(response.status_code))
-                except httpx.HTTPError as exc:
-                    self.failed.append(repr(exc))
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(15)
 
 
 def test_twenty_reloads_under_load_lose_nothing(arbiter_process) -> None:
