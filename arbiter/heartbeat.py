@@ -1,7 +1,7 @@
 """The worker -> master pipe protocol: fixed-size frames, both halves.
 
-A worker writes BOOTED, READY, TICK(requests, connections) and DRAINING; the
-master decodes them. Only framing lives here: what a missing TICK means is the
+A worker writes BOOTED, READY, SERVED (once, at its first completed response),
+TICK(requests, connections) and DRAINING; the master decodes them. Only framing lives here: what a missing TICK means is the
 master policy's business. Frames are 12 bytes, so one write is atomic on a pipe.
 """
 
@@ -23,6 +23,7 @@ class Kind(enum.IntEnum):
     TICK = 3  # the event loop is alive; carries load counters
     DRAINING = 4  # stopped accepting, finishing in-flight requests
     ERROR = 5  # why the worker cannot boot; `requests` holds the UTF-8 text's length
+    SERVED = 6  # the first response is complete: this worker is not crash-looping
 
 
 class Frame(NamedTuple):

@@ -21,6 +21,8 @@ from arbiter.heartbeat import Frame, Kind
 ABORT_GRACE_S = 3.0  # after SIGABRT, time for faulthandler to write tracebacks
 QUICK_STOP_S = 5.0  # after SIGQUIT, time before SIGKILL
 STABLE_AFTER_S = 10.0  # a worker ready this long resets its slot's crash streak
+# ... and so does one that completed a request (a SERVED frame): backoff is for crash
+# loops, workers that die booting or before they finish a single response.
 MAX_BACKOFF_S = 30.0
 RSS_STRIKES = 3  # consecutive samples over --max-rss before recycling
 IDLE_WAKEUP_S = 5.0
@@ -130,6 +132,7 @@ class WorkerRecord:
     kill_sent: bool = False
     boot_timed_out: bool = False
     rss_strikes: int = 0
+    served: bool = False  # it completed at least one response
     error: str = ""  # why it could not boot, as the worker reported it
 
     @property
@@ -230,8 +233,12 @@ class Supervisor:
         if frame.kind is Kind.ERROR:
             w.error = frame.text
             return []
+        if frame.kind is Kind.SERVED:
+            w.served = True
+            return []
         if frame.kind is Kind.TICK or frame.kind is Kind.READY:
             w.requests, w.connections = frame.requests, frame.connections
+            w.served = w.served or frame.requests > 0
         if frame.kind is Kind.READY and w.phase is Phase.BOOTING:
             w.phase, w.ready_at = Phase.READY, now
             self.ever_ready = True
@@ -525,7 +532,8 @@ class Supervisor:
         return actions
 
     def _was_stable(self, w: WorkerRecord, now: float) -> bool:
-        return w.ready_at is not None and now - w.ready_at >= STABLE_AFTER_S
+        """Not part of a crash loop: it served a request, or stayed up long enough."""
+        return w.served or (w.ready_at is not None and now - w.ready_at >= STABLE_AFTER_S)
 
     def _bump_backoff(self, slot: int, now: float, stable: bool) -> float:
         b = self._backoff.setdefault(slot, _Backoff())

@@ -40,6 +40,7 @@ class AsgiWorker(Worker):
             await lifespan.shutdown()
             return 0
         self.server = HttpServer(app, self.config.http, lifespan_state=state, loop=self.loop)
+        self.server.on_first_response = self.notify_served
         await self.server.start(self.sockets)
         self.notify_ready()
         await self.stop_requested.wait()

@@ -45,7 +45,9 @@ class Worker:
     A subclass implements ``async def serve(self) -> int``. It must call
     ``self.notify_ready()`` once it is serving (the app imported, lifespan
     startup done), then await ``self.stop_requested`` and stop: gracefully
-    unless ``self.quick_stop`` is set. ``load_counters()`` feeds the TICK
+    unless ``self.quick_stop`` is set. It should call ``self.notify_served()``
+    once, when its first response is complete (so the master tells a healthy
+    worker from a crash loop). ``load_counters()`` feeds the TICK
     frames (requests served, open connections). Raise ``AppLoadError`` (exit
     4) or ``BootError`` (exit 3) when the app cannot start. Set
     ``loop_factory`` to choose the event loop.
@@ -144,6 +146,15 @@ class Worker:
         self.ready = True
         assert self.loop is not None
         self.loop.call_later(self._tick_interval_s, self._tick)
+
+    def notify_served(self) -> None:
+        """Call once, when the first response is complete. A worker that dies after
+        it is replaced at once; one that dies before is crash-looping (backoff). The
+        next TICK would say so too, but too late for a worker killed within a second."""
+        try:
+            self.heartbeat.send(Kind.SERVED, *self.load_counters())
+        except MasterGone:
+            pass
 
     def notify_draining(self) -> None:
         try:

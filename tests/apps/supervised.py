@@ -7,8 +7,9 @@ Lifespan startup reads two optional files named by environment variables, at
 the moment each worker boots (so a test can change them between generations):
 
 - ``BOOT_DELAY_FILE``: seconds to await before startup completes;
-- ``CRASH_FILE``: when it exists, the worker exits with code 7 shortly after
-  it became ready (every new worker then crash-loops until the file goes).
+- ``CRASH_FILE``: when it exists, the worker exits with code 7 in its first
+  request, before answering it (every new worker then crash-loops until the
+  file goes: it never completes a response).
 
 Endpoints: ``/pid``; ``/slow?s=N`` (awaits N s); ``/grow?mib=N`` (allocates N
 MiB and keeps them, touching every page so RSS grows); ``/exit?code=N`` (this
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs
 print(f"IMPORTED {os.getpid()}", flush=True)  # one write: workers share stdout
 
 _HELD = []  # memory kept alive by /grow
+_CRASH_IN_FIRST_REQUEST = []  # set at boot when CRASH_FILE exists
 
 
 def _number(path, default):
@@ -45,7 +47,7 @@ async def _lifespan(receive, send):
                 await asyncio.sleep(_number(delay_file, 0.0))
             crash_file = os.environ.get("CRASH_FILE")
             if crash_file and os.path.exists(crash_file):
-                asyncio.get_running_loop().call_later(0.2, os._exit, 7)
+                _CRASH_IN_FIRST_REQUEST.append(True)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             print(f"LIFESPAN SHUTDOWN {os.getpid()}", flush=True)
@@ -57,6 +59,8 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
+    if _CRASH_IN_FIRST_REQUEST:
+        os._exit(7)
     query = parse_qs(scope["query_string"].decode())
     while (await receive()).get("more_body"):
         pass

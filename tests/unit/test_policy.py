@@ -9,7 +9,7 @@ import pytest
 
 from arbiter.heartbeat import Frame, Kind
 from arbiter.policy import (
-    ABORT_GRACE_S, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
+    ABORT_GRACE_S, STABLE_AFTER_S, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
     Supervisor,
 )
 
@@ -165,6 +165,73 @@ def test_crash_backoff_grows() -> None:
         delays.append(round(t.now - start, 1))
         t.ready(t.pids()[0])
     assert delays[0] < 0.2 and delays[-1] > delays[1] >= 0.5
+
+
+def _restart_delay(t: Table, pid: int, **exit_kw: object) -> float:
+    """Exit ``pid``; tick in 50 ms steps until its slot is spawned again."""
+    t.exit(pid, **exit_kw)
+    start = t.now
+    while not [a for a in t.tick(0.05) if isinstance(a, Spawn)]:
+        pass
+    return round(t.now - start, 2)
+
+
+@pytest.mark.parametrize("how", ["served-frame", "tick-requests"])
+def test_a_worker_that_served_a_request_is_replaced_at_once_every_time(how: str) -> None:
+    t = Table(workers=1)
+    t.boot_all()
+    delays = []
+    for _ in range(8):  # eight kill -9s in a row, each worker up only 0.1 s
+        pid = t.pids()[0]
+        t.ready(pid)
+        t.tick(0.1)
+        if how == "served-frame":
+            t.run(t.sup.frame(pid, Frame(Kind.SERVED, 1, 1), t.now))
+        else:
+            t.beat(pid, requests=3)
+        delays.append(_restart_delay(t, pid, sig=signal.SIGKILL))
+    assert max(delays) <= 0.05, delays
+    assert not any("keeps dying" in m for m in logs(t.actions))
+
+
+@pytest.mark.parametrize("phase", ["booting", "ready-never-served"])
+def test_a_worker_that_dies_before_its_first_response_backs_off(phase: str) -> None:
+    t = Table(workers=1)
+    t.boot_all()
+    delays = []
+    for _ in range(5):
+        pid = t.pids()[0]
+        if phase == "ready-never-served":
+            t.ready(pid)
+            t.beat(pid, requests=0)
+        delays.append(_restart_delay(t, pid, code=1))
+    assert delays[0] <= 0.05 and delays[1] >= 0.5, delays
+    assert delays[2] >= 1.0 and delays[3] >= 2.0 and delays[4] >= 4.0, delays
+
+
+def test_a_served_worker_resets_the_crash_streak_of_its_slot() -> None:
+    t = Table(workers=1)
+    t.boot_all()
+    for _ in range(3):  # a crash loop builds a streak: 0, 0.5, 1 s
+        _restart_delay(t, t.pids()[0], code=1)
+    pid = t.pids()[0]
+    t.ready(pid)
+    t.run(t.sup.frame(pid, Frame(Kind.SERVED, 1, 0), t.now))
+    assert _restart_delay(t, pid, sig=signal.SIGKILL) <= 0.05  # served: at once
+    # and the streak starts over: the next crash is again restarted at once
+    assert _restart_delay(t, t.pids()[0], code=1) <= 0.05
+
+
+def test_a_worker_ready_past_stable_after_resets_the_crash_streak() -> None:
+    t = Table(workers=1)
+    t.boot_all()
+    for _ in range(3):
+        _restart_delay(t, t.pids()[0], code=1)
+    pid = t.pids()[0]
+    t.ready(pid)
+    t.tick(STABLE_AFTER_S + 0.1)  # never served, but up long enough
+    assert _restart_delay(t, pid, code=1) <= 0.05
+    assert _restart_delay(t, t.pids()[0], code=1) <= 0.05
 
 
 def test_scale_down_never_below_one_and_graceful_stop_escalates() -> None:

@@ -305,7 +305,10 @@ class HttpConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def cycle_done(self, cycle: HttpCycle) -> None:
-        self.server.requests_done += 1
+        server = self.server
+        server.requests_done += 1
+        if server.requests_done == 1 and server.on_first_response is not None:
+            server.on_first_response()
         if self.body_waiter is not None:
             self._wake_body()  # an app task waiting in receive() now gets http.disconnect
         if self.access_log:

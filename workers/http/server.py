@@ -181,6 +181,8 @@ class HttpServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.requests_done = 0
+        # called once, when the first response is complete (the worker tells the master)
+        self.on_first_response: Any = None
         self.active = 0
         self.stopping = False
         # --limit-concurrency: accepting is False while every slot is taken
