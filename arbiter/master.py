@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import heartbeat, pidfile, sockets, systemd
+from arbiter import heartbeat, pidfile, process, reexec, sockets, systemd
 from arbiter.config import Config
 from arbiter.errors import ExitCode
 from arbiter.policy import (
@@ -35,7 +35,6 @@ from arbiter.policy import (
 
 log = logging.getLogger("arbiter.error")
 
-ADOPT_ENV = "ARBITER_ADOPT_WORKERS"
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
                    signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 RSS_SAMPLE_INTERVAL_S = 1.0
@@ -67,17 +66,6 @@ class _WorkerPipe:
         self.pid, self.fd, self.decoder = pid, fd, heartbeat.FrameDecoder()
 
 
-@dataclasses.dataclass
-class _Precheck:
-    """A running ``--check-config`` of the new command line, before a re-exec."""
-
-    pid: int
-    output: Any  # a temporary file holding its stdout and stderr
-    deadline: float
-    reload_hook: bool  # a --preload SIGHUP: call on_reload once the check passes
-    started: float = dataclasses.field(default_factory=time.monotonic)
-
-
 class Arbiter:
     """Supervises the workers of one server, from bind to exit."""
 
@@ -99,8 +87,7 @@ class Arbiter:
         self._wakeup_r = self._wakeup_w = -1
         self._next_rss_sample = 0.0
         self._announced_ready = False
-        self._reexecing = False
-        self._precheck: _Precheck | None = None
+        self.reexec = reexec.Reexec(self)
         self.reloader: Any = None
         self.log = log  # for hooks written for gunicorn (server.log.info(...))
         arb = config.arbiter()
@@ -125,7 +112,7 @@ class Arbiter:
     def start(self) -> None:
         """Bind (or adopt) listeners and install signal handling. Raises typed errors."""
         arb = self.config.arbiter()
-        self._hook("on_starting")
+        self.call_hook("on_starting")
         self.listeners = sockets.open_listeners(arb.addresses, arb.backlog, arb.uds_mode,
                                                 os.environ)
         if self.pid_file:
@@ -149,12 +136,12 @@ class Arbiter:
             # Development only: compiling without a cache is cheap. Workers inherit this.
             sys.dont_write_bytecode = True
             self.reloader = self._make_reloader(self.config)
-        _set_title(f"arbiter: master [{arb.proc_name}]")
+        process.set_title(f"arbiter: master [{arb.proc_name}]")
         for listener in self.listeners:
             log.info("Listening at: %s (%d)", listener.url(tls=self.config.http().tls is not None),
                      os.getpid())
         log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
-        self._hook("when_ready")
+        self.call_hook("when_ready")
 
     @staticmethod
     def _watch_spec(config: Config) -> tuple[Any, ...]:
@@ -171,7 +158,7 @@ class Arbiter:
                  " ".join(reloader.exclude) or "nothing", reloader.backend)
         return reloader
 
-    def _hook(self, name: str, *args: Any, config: Config | None = None) -> None:
+    def call_hook(self, name: str, *args: Any, config: Config | None = None) -> None:
         """Call a config-file hook; one that raises is logged, never fatal."""
         hook = (config or self.config).hooks.get(name)
         if hook is None:
@@ -202,7 +189,7 @@ class Arbiter:
                 while self.signals:
                     self._handle_signal(self.signals.popleft(), now)
                 self._reap(now)
-                self._poll_precheck(now)
+                self.reexec.poll(now)
                 self._sample_rss(now)
                 self._poll_reloader(now)
                 code = self._execute(self.policy.tick(time.monotonic()))
@@ -216,8 +203,9 @@ class Arbiter:
 
     def _sleep_budget(self, now: float) -> float:
         budget = self.policy.next_deadline(now) - now
-        if self._precheck is not None:
-            budget = min(budget, self._precheck.deadline - now)
+        check_deadline = self.reexec.deadline()
+        if check_deadline is not None:
+            budget = min(budget, check_deadline - now)
         if self.config.arbiter().max_rss_mib:
             budget = min(budget, max(0.0, self._next_rss_sample - now))
         if self.reloader is not None:
@@ -257,8 +245,7 @@ class Arbiter:
             if pipe is not None:  # frames written just before death still count
                 self._read_pipe(pipe)
                 self._close_pipe(pid)
-            if self._precheck is not None and pid == self._precheck.pid:
-                self._precheck_exited(status)
+            if self.reexec.child_exited(pid, status):
                 continue
             record = self.policy.workers.get(pid)
             if record is None:  # an orphan adopted as subreaper
@@ -269,7 +256,7 @@ class Arbiter:
             else:
                 exit_status = ExitStatus(code=os.waitstatus_to_exitcode(status))
             self._execute(self.policy.worker_exited(pid, exit_status, now))
-            self._hook("child_exit", WorkerInfo(record.slot, record.generation, pid,
+            self.call_hook("child_exit", WorkerInfo(record.slot, record.generation, pid,
                                                 exit_status=exit_status))
 
     def _sample_rss(self, now: float) -> None:
@@ -316,7 +303,7 @@ class Arbiter:
         elif sig == signal.SIGHUP:
             if self.config.arbiter().preload:
                 log.info("--preload: a reload must load new code, so re-executing the master")
-                self._check_then_reexec(now, reload_hook=True)
+                self.reexec.request(now, reload_hook=True)
             else:
                 self._reload(now)
         elif sig == signal.SIGTTIN:
@@ -324,7 +311,7 @@ class Arbiter:
         elif sig == signal.SIGTTOU:
             self._execute(self.policy.scale(-1, now))
         elif sig == signal.SIGUSR2:
-            self._check_then_reexec(now, reload_hook=False)
+            self.reexec.request(now, reload_hook=False)
 
     def _reload(self, now: float) -> None:
         if self.policy.stopping:
@@ -347,7 +334,7 @@ class Arbiter:
         self.config = new_config
         self.policy.config = self._policy_config(new_config)
         self.policy.target = new_config.arbiter().workers
-        self._hook("on_reload")  # the new config's hook, as in gunicorn
+        self.call_hook("on_reload")  # the new config's hook, as in gunicorn
         actions = self.policy.request_reload(now)
         self.configs[self.policy.generation] = new_config
         self._execute(actions)
@@ -386,7 +373,7 @@ class Arbiter:
 
     def _spawn(self, spawn: Spawn) -> None:
         config = self.configs.get(spawn.generation, self.config)
-        self._hook("pre_fork", WorkerInfo(spawn.slot, spawn.generation), config=config)
+        self.call_hook("pre_fork", WorkerInfo(spawn.slot, spawn.generation), config=config)
         read_fd, write_fd = os.pipe()
         if self.config.arbiter().preload:
             gc.freeze()
@@ -424,7 +411,7 @@ class Arbiter:
             self.selector.close()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
-            self._hook("post_fork", info, config=config)
+            self.call_hook("post_fork", info, config=config)
             code = self.worker_entry(spawn.slot, spawn.generation, config,
                                      [listener.sock for listener in self.listeners],
                                      heartbeat_fd, self.preloaded_app)
@@ -434,159 +421,49 @@ class Arbiter:
             log.exception("worker %d crashed", spawn.slot)
         finally:
             info.exit_code = code
-            self._hook("worker_exit", info, config=config)
+            self.call_hook("worker_exit", info, config=config)
             from arbiter import logs
             logs.flush()
             os._exit(code)
 
     # ---------------------------------------------------------------- upgrade
-    #
-    # A re-exec replaces this very process: if the new program could not start (a
-    # broken config file, app code that no longer imports under --preload) the
-    # listeners would close and the workers lose their master. So the new command
-    # line is first run with --check-config in a child -- the same config load and
-    # app import the new master would do -- and only a clean exit leads to the exec.
-    # The check runs beside the loop; its exit is reaped like any child's.
 
-    def _check_then_reexec(self, now: float, reload_hook: bool) -> None:
-        if self.reexec_argv is None:
-            log.error("cannot re-exec a master started from Python; ignoring the signal")
-            return
-        if self.policy.stopping:
-            return
-        if self._precheck is not None:  # a newer request: check the newest code instead
-            log.info("re-exec: restarting the pre-flight check for the newest code")
-            self._stop_precheck()
-        import tempfile
-        output = tempfile.TemporaryFile()
-        argv = [sys.executable, *self.reexec_argv, "--check-config"]
-        try:
-            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, output.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, output.fileno(), 2)])
-        except OSError as exc:
-            output.close()
-            log.error("re-exec cancelled: cannot run the pre-flight check: %s", exc)
-            return
-        systemd.reloading("checking the new master before re-executing")
-        timeout = self.config.arbiter().boot_timeout_s or 60.0
-        self._precheck = _Precheck(pid, output, now + timeout, reload_hook)
-        log.info("re-exec: checking that the new master starts (config and app load, pid %d)",
-                 pid)
+    def read_all_pipes(self) -> None:
+        """Take in every frame the workers have written (before a re-exec)."""
+        for pipe in list(self.pipes.values()):
+            self._read_pipe(pipe)
 
-    def _precheck_exited(self, status: int) -> None:
-        check, self._precheck = self._precheck, None
-        assert check is not None
-        check.output.seek(0)
-        text = check.output.read().decode("utf-8", "replace").strip()
-        check.output.close()
-        code = os.waitstatus_to_exitcode(status)
-        if code == 0 and not self.policy.stopping:
-            if check.reload_hook:
-                self._hook("on_reload")
-            self._reexec()
-            return
-        if self.policy.stopping:
-            return
-        lines = [line for line in text.splitlines() if line.strip()]
-        why = "\n".join(lines[-12:]) or f"exit status {code}"
-        log.error("re-exec cancelled: the new master would not start (check exited with %s); "
-                  "this master and its workers keep serving:\n%s", code, why)
-        systemd.ready("re-exec cancelled: the new master would not start")
-
-    def _poll_precheck(self, now: float) -> None:
-        check = self._precheck
-        if check is None:
-            return
-        if self.policy.stopping:
-            self._stop_precheck()
-        elif now > check.deadline:
-            log.error("re-exec cancelled: the pre-flight check did not finish within %.0f s",
-                      check.deadline - check.started)
-            self._stop_precheck()
-            systemd.ready("re-exec cancelled: the check timed out")
-
-    def _stop_precheck(self) -> None:
-        check, self._precheck = self._precheck, None
-        if check is None:
-            return
-        try:
-            os.kill(check.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        check.output.close()  # its exit is then reaped quietly, as a stranger's
-
-    def _reexec(self) -> None:
-        """Replace this master's program in place (same PID), keeping listeners and workers."""
-        if self.reexec_argv is None:
-            log.error("SIGUSR2: cannot re-exec a master started from Python; ignoring")
-            return
-        if self.policy.stopping:
-            return
-        env = dict(os.environ)
-        env.update(sockets.export_for_exec(self.listeners))
-        adopted = []
-        for pid, pipe in self.pipes.items():
-            record = self.policy.workers.get(pid)
-            if record is None or record.phase.value != "ready":
-                continue
-            os.set_inheritable(pipe.fd, True)
-            adopted.append(f"{pid}:{record.slot}:{pipe.fd}")
-        env[ADOPT_ENV] = ",".join(adopted)
-        log.info("re-executing the master in place (pid %d), handing over %d listener(s) and "
-                 "%d worker(s)", os.getpid(), len(self.listeners), len(adopted))
-        systemd.reloading("re-executing the master")
-        from arbiter import logs
-        logs.flush()
-        signal.set_wakeup_fd(-1)
-        # Stop or retire booting workers: the new master cannot adopt them mid-boot.
-        for pid, record in list(self.policy.workers.items()):
-            if record.phase.value != "ready":
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self._reexecing = True
-        try:
-            os.execve(sys.executable, [sys.executable, *self.reexec_argv], env)
-        except OSError as exc:
-            self._reexecing = False
-            signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
-            log.error("re-exec failed, the current master keeps running: %s", exc)
+    @property
+    def wakeup_fd(self) -> int:
+        return self._wakeup_w
 
     def _adopt_workers(self) -> None:
-        spec = os.environ.pop(ADOPT_ENV, "")
-        if not spec:
+        handed = reexec.take_handover(os.environ)
+        if not handed:
             return
         now = time.monotonic()
-        for item in spec.split(","):
-            pid_s, slot_s, fd_s = item.split(":")
-            pid, slot, fd = int(pid_s), int(slot_s), int(fd_s)
-            os.set_inheritable(fd, False)
-            os.set_blocking(fd, False)
-            pipe = _WorkerPipe(pid, fd)
-            self.pipes[pid] = pipe
-            self.selector.register(fd, selectors.EVENT_READ, pipe)
-            self.policy.adopt(pid, slot, now)
-        log.info("adopted %d worker(s) from the previous master; replacing them", len(self.pipes))
+        for w in handed:
+            pipe = _WorkerPipe(w.pid, w.fd)
+            self.pipes[w.pid] = pipe
+            self.selector.register(w.fd, selectors.EVENT_READ, pipe)
+            self.policy.adopt(w.pid, w.slot, now, w.phase)
+        phases = collections.Counter(w.phase.value for w in handed)
+        log.info("adopted %d worker(s) from the previous master (%s); replacing them",
+                 len(handed), ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items())))
 
     # ---------------------------------------------------------------- exit
 
     def _cleanup(self) -> None:
-        if self._reexecing:
+        if self.reexec.execing:
             return
-        self._stop_precheck()
+        self.reexec.stop_check()
         if self.reloader is not None:
             self.reloader.close()
         for listener in self.listeners:
             listener.close(unlink=True)
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
-        self._hook("on_exit")
-
-
-PR_SET_CHILD_SUBREAPER = 36
+        self.call_hook("on_exit")
 
 
 def _become_subreaper() -> None:
@@ -596,15 +473,8 @@ def _become_subreaper() -> None:
     which in a container is often the app's own entry point that never reaps:
     zombies would pile up. The loop reaps every child on each pass anyway.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
-    except (OSError, AttributeError):
-        pass
+    if not process.prctl(process.PR_SET_CHILD_SUBREAPER, 1):
+        log.debug("prctl(PR_SET_CHILD_SUBREAPER) is not available here")
 
 
 def _drain(fd: int) -> None:
@@ -614,10 +484,3 @@ def _drain(fd: int) -> None:
     except (BlockingIOError, OSError):
         pass
 
-
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle
-    except ImportError:
-        return
-    setproctitle.setproctitle(title)

@@ -209,15 +209,22 @@ class Supervisor:
         self.workers[pid] = WorkerRecord(pid, slot, generation, now, max_requests=limit,
                                          last_beat=now)
 
-    def adopt(self, pid: int, slot: int, now: float) -> None:
-        """Take over a ready worker of a previous master (after an in-place re-exec).
+    def adopt(self, pid: int, slot: int, now: float, phase: Phase = Phase.READY) -> None:
+        """Take over a worker of a previous master (after an in-place re-exec).
 
         Adopted workers form generation 0; generation 1 replaces them like a
-        reload, canary first, so a broken upgrade leaves them serving.
+        reload, canary first, so a broken upgrade leaves ready ones serving. A
+        booting one (a reload's canary) is retired at the next tick, gracefully;
+        a retiring one goes on draining, its graceful timeout counted from now.
         """
-        self.workers[pid] = WorkerRecord(pid, slot, 0, now, phase=Phase.READY, last_beat=now,
-                                         ready_at=now)
-        self.ever_ready = True
+        w = WorkerRecord(pid, slot, 0, now, phase=phase, last_beat=now)
+        if phase is not Phase.BOOTING:
+            w.ready_at = now
+        if phase is Phase.RETIRING:
+            w.retired_at, w.recycle_reason = now, "handed over while retiring"
+        self.workers[pid] = w
+        if phase is Phase.READY:
+            self.ever_ready = True
         if self._reload is None:
             self._reload = _Reload(self.generation, previous=0)
 

@@ -9,7 +9,6 @@ loop blocked by app code goes silent and the master's --timeout catches it).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import faulthandler
 import logging
 import os
@@ -18,14 +17,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from arbiter import process
 from arbiter.config import WorkerConfig
 from arbiter.errors import AppLoadError, BootError, ExitCode
 from arbiter.heartbeat import HeartbeatWriter, Kind, MasterGone
 from arbiter.importer import load_app
 
 log = logging.getLogger("arbiter.error")
-
-PR_SET_PDEATHSIG = 1
 
 
 class Worker:
@@ -110,8 +108,8 @@ class Worker:
             log.error("worker %d failed to boot: %s", self.slot, text)
 
     def setup_process(self) -> None:
-        _set_title(f"arbiter: worker {self.slot} [{self.config.proc_name}]")
-        _set_parent_death_signal(signal.SIGTERM)
+        process.set_title(f"arbiter: worker {self.slot} [{self.config.proc_name}]")
+        process.prctl(process.PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != self.master_pid:
             raise SystemExit(0)  # the master died between fork and prctl
         # SIGABRT from the master (--timeout) dumps every thread's traceback, then dies
@@ -133,8 +131,13 @@ class Worker:
         self.stop_requested.set()
 
     def reopen_logs(self) -> None:
-        from arbiter import logs
-        logs.reopen()
+        """SIGUSR1: reopen every log file handler the master installed before the fork
+        (any handler with a ``reopen()`` method), then point faulthandler at the new one."""
+        for name in ("arbiter.error", "arbiter.access"):
+            for handler in logging.getLogger(name).handlers:
+                reopen = getattr(handler, "reopen", None)
+                if reopen is not None:
+                    reopen()
         faulthandler.enable(file=_error_stream(), all_threads=True)
 
     # ------------------------------------------------------------ heartbeat
@@ -219,20 +222,3 @@ def _error_stream() -> Any:
             return stream
     return sys.stderr
 
-
-def _set_parent_death_signal(sig: int) -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle
-    except ImportError:
-        return
-    setproctitle.setproctitle(title)

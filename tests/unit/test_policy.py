@@ -9,8 +9,8 @@ import pytest
 
 from arbiter.heartbeat import Frame, Kind
 from arbiter.policy import (
-    ABORT_GRACE_S, STABLE_AFTER_S, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
-    Supervisor,
+    ABORT_GRACE_S, STABLE_AFTER_S, ExitStatus, Halt, Kill, Log, Phase, PolicyConfig, ReloadDone,
+    ReloadFailed, Spawn, Supervisor,
 )
 
 
@@ -343,3 +343,23 @@ def test_exit_descriptions_name_code_signal_and_possible_oom() -> None:
     assert ExitStatus(sig=signal.SIGSEGV).describe() == "was killed by SIGSEGV"
     assert "perhaps out of memory" in ExitStatus(sig=signal.SIGKILL).describe()
     assert "from the master" in ExitStatus(sig=signal.SIGKILL).describe(killed_by_master=True)
+
+
+def test_adopted_workers_keep_their_phase_and_none_is_killed_on_the_way() -> None:
+    """After a re-exec during a reload: the ready ones serve until generation 1 is
+    ready, the booting canary is retired gracefully, the retiring one drains."""
+    t = Table(workers=2, graceful_timeout_s=30)
+    t.sup.adopt(50, 1, t.now, Phase.READY)
+    t.sup.adopt(51, 2, t.now, Phase.READY)
+    t.sup.adopt(52, 1, t.now, Phase.BOOTING)
+    t.sup.adopt(53, 2, t.now, Phase.RETIRING)
+    first = t.tick()
+    assert kills(first) == [(52, signal.SIGTERM)]  # the canary: gracefully, not SIGKILL
+    assert [a.slot for a in first if isinstance(a, Spawn)] == [1]  # generation 1's canary
+    t.run(t.sup.frame(52, Frame(Kind.READY, 0, 0), t.now))  # it finishes booting anyway
+    assert t.sup.workers[52].phase is Phase.RETIRING
+    assert not kills(t.tick(10))
+    t.now += 21
+    for pid in (50, 51, 52, 53):  # all alive, their loops ticking
+        t.beat(pid)
+    assert sorted(kills(t.tick())) == [(52, signal.SIGKILL), (53, signal.SIGKILL)]
