@@ -6,7 +6,8 @@ Printed: ``IMPORTED <pid>`` at import (shows where --preload imported it) and
 Lifespan startup reads two optional files named by environment variables, at
 the moment each worker boots (so a test can change them between generations):
 
-- ``BOOT_DELAY_FILE``: seconds to await before startup completes;
+- ``BOOT_DELAY_FILE``: seconds to await before startup completes (printed as
+  ``BOOT DELAY <pid> <s>`` when not 0);
 - ``CRASH_FILE``: when it exists, the worker exits with code 7 in its first
   request, before answering it (every new worker then crash-loops until the
   file goes: it never completes a response).
@@ -44,7 +45,10 @@ async def _lifespan(receive, send):
         if message["type"] == "lifespan.startup":
             delay_file = os.environ.get("BOOT_DELAY_FILE")
             if delay_file:
-                await asyncio.sleep(_number(delay_file, 0.0))
+                delay = _number(delay_file, 0.0)
+                if delay:
+                    print(f"BOOT DELAY {os.getpid()} {delay:g}", flush=True)
+                await asyncio.sleep(delay)
             crash_file = os.environ.get("CRASH_FILE")
             if crash_file and os.path.exists(crash_file):
                 _CRASH_IN_FIRST_REQUEST.append(True)

@@ -95,6 +95,38 @@ def test_usr2_keeps_the_pid_and_serves_throughout(arbiter_process) -> None:
         server.worker_pids()), 20)
 
 
+def test_usr2_while_a_reload_canary_boots_kills_nothing_and_fails_nothing(
+        arbiter_process, tmp_path) -> None:
+    """SIGHUP, then SIGUSR2 while the canary is still booting, under load: the new master
+    takes the canary over and retires it gracefully (its lifespan shutdown runs), the
+    old workers serve until the new master's own generation is ready: 0 failures."""
+    delay = tmp_path / "boot-delay"
+    delay.write_text("0")
+    server = arbiter_process(["supervised:app", "--workers", "2"],
+                             env={"BOOT_DELAY_FILE": str(delay)}).wait_ready()
+    old = set(server.worker_pids())
+    kept, fresh = Load(server.url), Load(server.url, fresh=True)
+    kept.wait_more(20)
+    delay.write_text("5")
+    server.signal(signal.SIGHUP)
+    canary = int(server.wait_for_log(r"BOOT DELAY (\d+) 5", stream="stdout").group(1))
+    delay.write_text("0")  # the new master's workers boot at once
+    server.signal(signal.SIGUSR2)
+    server.wait_for_log(r"adopted 3 worker\(s\) from the previous master \(1 booting, "
+                        r"2 ready\)", timeout=30)
+    server.wait_for_log(r"reload: generation \d+ is serving", timeout=30)
+    server.wait_for_log(rf"LIFESPAN SHUTDOWN {canary}", stream="stdout", timeout=20)
+    wait_until(lambda: len(server.worker_pids()) == 2 and not (old | {canary}) & set(
+        server.worker_pids()), 20, message="the old workers and the canary to be gone")
+    kept.wait_more(20)
+    fresh.wait_more(20)
+    kept.finish()
+    fresh.finish()
+    assert kept.failed == [] and fresh.failed == []
+    assert "SIGKILL" not in server.stderr
+    assert server.proc.poll() is None
+
+
 def test_max_requests_recycles_without_failures(arbiter_process) -> None:
     server = arbiter_process(["basic:app", "--workers", "2", "--max-requests", "50"]
                              ).wait_ready()
