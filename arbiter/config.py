@@ -87,6 +87,7 @@ class WorkerConfig:
     lifespan: str
     worker_class: str
     timeout_s: float
+    warn_blocking_s: float
     graceful_timeout_s: float
     proc_name: str
     log: LogConfig
@@ -179,7 +180,7 @@ class Config:
         return WorkerConfig(
             app=v["app"] or "", factory=v["factory"], app_dir=v["app_dir"],
             lifespan=v["lifespan"], worker_class=v["worker_class"], timeout_s=v["timeout"],
-            graceful_timeout_s=v["graceful_timeout"], proc_name=self.proc_name,
+            warn_blocking_s=v["warn_blocking"], graceful_timeout_s=v["graceful_timeout"], proc_name=self.proc_name,
             log=LogConfig(v["log_level"], v["error_log"]), http=self.http(),
         )
 

@@ -240,6 +240,9 @@ SETTINGS: tuple[Setting, ...] = (
       section="workers"),
     S("timeout", _float(0), 30.0, "Seconds a ready worker's event loop may stay silent before it "
       "is aborted (traceback) and killed; 0 disables.", ("-t", "--timeout"), section="workers"),
+    S("warn_blocking", _float(0), 0.5, "Log a warning with the Python stack of the code that "
+      "holds a worker's event loop for longer than this many seconds (a synchronous call in "
+      "async code); 0 disables.", ("--warn-blocking",), metavar="SECONDS", section="workers"),
     S("boot_timeout", _float(0), 60.0, "Seconds a worker may take to import the app and finish "
       "lifespan startup; 0 disables.", ("--boot-timeout",), section="workers"),
     S("graceful_timeout", _float(0), 30.0, "Seconds in-flight requests get to finish on stop or "

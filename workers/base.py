@@ -4,6 +4,7 @@ Everything a worker does after the fork that is not about a protocol lives
 here: process title, parent-death signal, faulthandler for SIGABRT, event-loop
 signal handlers, and the heartbeat timer that runs *on the event loop* (so a
 loop blocked by app code goes silent and the master's --timeout catches it).
+The --warn-blocking watcher (workers/stall.py) runs from ready until serve() returns.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from arbiter.config import WorkerConfig
 from arbiter.errors import AppLoadError, BootError, ExitCode
 from arbiter.heartbeat import HeartbeatWriter, Kind, MasterGone
 from arbiter.importer import load_app
+from workers.stall import LoopStallWatcher
 
 log = logging.getLogger("arbiter.error")
 
@@ -48,7 +50,9 @@ class Worker:
     worker from a crash loop). ``load_counters()`` feeds the TICK
     frames (requests served, open connections). Raise ``AppLoadError`` (exit
     4) or ``BootError`` (exit 3) when the app cannot start. Set
-    ``loop_factory`` to choose the event loop.
+    ``loop_factory`` to choose the event loop. ``blocked_loop_warnings``
+    counts the stalls --warn-blocking caught (one per stall, rate-limited
+    out of the log or not).
     """
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
@@ -67,6 +71,7 @@ class Worker:
         self.stop_requested: asyncio.Event | None = None
         self.quick_stop = False
         self.ready = False
+        self._stall_watcher: LoopStallWatcher | None = None
         self._tick_interval_s = max(0.2, min(1.0, config.timeout_s / 5)) \
             if config.timeout_s else 1.0
 
@@ -85,6 +90,7 @@ class Worker:
             try:
                 return loop.run_until_complete(self.serve())
             finally:
+                self._stop_stall_watcher()
                 self.cancel_leftover_tasks(loop)
                 loop.close()
         except AppLoadError as exc:
@@ -149,6 +155,19 @@ class Worker:
         self.ready = True
         assert self.loop is not None
         self.loop.call_later(self._tick_interval_s, self._tick)
+        if self.config.warn_blocking_s > 0 and self._stall_watcher is None:
+            self._stall_watcher = LoopStallWatcher(
+                self.loop, self.config.warn_blocking_s, f"worker {self.slot} (pid {os.getpid()})")
+            self._stall_watcher.start()
+
+    @property
+    def blocked_loop_warnings(self) -> int:
+        """Stalls past --warn-blocking so far (a total for the heartbeat, later metrics)."""
+        return self._stall_watcher.stalls if self._stall_watcher is not None else 0
+
+    def _stop_stall_watcher(self) -> None:
+        if self._stall_watcher is not None:
+            self._stall_watcher.stop()
 
     def notify_served(self) -> None:
         """Call once, when the first response is complete. A worker that dies after
