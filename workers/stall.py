@@ -131,6 +131,7 @@ class LoopStallWatcher:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._outer_frames = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -150,16 +151,16 @@ class LoopStallWatcher:
 
     def _report(self, verdict: StallWarning | Suppressing) -> None:
         if isinstance(verdict, Suppressing):
-            log.warning("%s: the event loop is blocked again (%.2f s so far); more than %d "
-                        "blocked-loop warnings in %.0f s, so the next ones are not logged "
-                        "until that rate drops", self.name, verdict.held_s, verdict.limit,
-                        verdict.window_s)
+            log.warning("%s: the event loop is blocked again (%.2f s so far); %d blocked-loop "
+                        "warnings were logged in the last %.0f s, so further ones are "
+                        "suppressed until that rate drops", self.name, verdict.held_s,
+                        verdict.limit, verdict.window_s)
             return
         frame = sys._current_frames().get(self._loop_thread_id)
         stack = format_loop_stack(frame, self._outer_frames) if frame is not None else \
             "  (the loop thread's stack is not available)\n"
-        unreported = (f" ({verdict.unreported} more blocked-loop warnings were not logged "
-                      "before this one: rate limit)" if verdict.unreported else "")
+        unreported = (f" ({verdict.unreported} stalls since the last warning were "
+                      "suppressed)" if verdict.unreported else "")
         log.warning("%s: the event loop has been blocked for %.2f s so far (--warn-blocking "
                     "%g)%s; the code holding it, most recent call last:\n%s", self.name,
                     verdict.held_s, self.threshold_s, unreported, stack.rstrip("\n"))
@@ -167,7 +168,7 @@ class LoopStallWatcher:
 
 def frames_of(frame: FrameType | None) -> list[FrameType]:
     """The call chain ending at ``frame``, outermost first."""
-    chain = []
+    chain: list[FrameType] = []
     while frame is not None:
         chain.append(frame)
         frame = frame.f_back

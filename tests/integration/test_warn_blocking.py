@@ -18,7 +18,7 @@ BLOCKING_LINE = next(n for n, text in enumerate(APP_FILE.read_text().splitlines(
 WARNING = re.compile(r"\[WARNING\] worker (\d+) \(pid (\d+)\): the event loop has been blocked "
                      r"for ([\d.]+) s so far")
 NOTE = re.compile(r"\[WARNING\] worker \d+ \(pid \d+\): the event loop is blocked again .*"
-                  r"the next ones are not logged")
+                  r"further ones are suppressed")
 
 
 def stop_and_collect(server) -> str:

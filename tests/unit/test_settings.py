@@ -31,6 +31,7 @@ def test_defaults() -> None:
     assert config["timeout"] == 30.0
     assert config["graceful_timeout"] == 30.0
     assert config["boot_timeout"] == 60.0
+    assert config["warn_blocking"] == 0.5
     assert config["access_log"] is True
     assert config.sources["workers"] == "default"
 
@@ -59,6 +60,8 @@ def test_web_concurrency_and_port_are_defaults_only() -> None:
     ("workers", "abc", "--workers"),
     ("workers", "0", "from 1"),
     ("timeout", "-1", "--timeout"),
+    ("warn_blocking", "-0.5", "--warn-blocking"),
+    ("warn_blocking", "soon", "a number"),
     ("lifespan", "maybe", "auto, on, off"),
     ("http", "h2", "h11"),
     ("worker_class", "gevent", "uvloop, asyncio"),
@@ -116,6 +119,8 @@ def test_slices_carry_units_and_only_their_fields() -> None:
     assert http.keep_alive_s == 2.5 and http.limit_request_body == 1024
     assert config.arbiter().max_rss_mib == 200
     assert config.worker().http == http
+    assert config.worker().warn_blocking_s == 0.5
+    assert resolve({}, {"ARBITER_WARN_BLOCKING": "0"}).worker().warn_blocking_s == 0.0
     assert not hasattr(http, "workers")
 
 
