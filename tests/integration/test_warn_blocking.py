@@ -44,7 +44,7 @@ def test_a_blocking_handler_logs_one_warning_with_its_file_and_line(arbiter_proc
     assert len(warnings) == 1, log
     slot, pid, held = warnings[0].groups()
     assert (slot, pid) == ("1", worker_pid)
-    assert 0.5 <= float(held) < 1.0
+    assert 0.5 <= float(held) < 3.0  # a lower bound, taken during the 1 s sleep
     after = log[warnings[0].end():]
     assert f'File "{APP_FILE}", line {BLOCKING_LINE}, in app' in after, log
     assert "time.sleep(_seconds(scope))" in after
