@@ -93,7 +93,8 @@ def serve(config: Config, *, reexec_argv: list[str] | None, app_object: Any = No
     from arbiter import logs, workerclass
     from arbiter.master import Arbiter
 
-    logs.setup(config["log_level"], config["error_log"], config["access_log_file"])
+    logs.setup(config["log_level"], config["error_log"], config["access_log_file"],
+               json_lines=config["log_format"] == "json")
     worker_cls = workerclass.resolve(config["worker_class"])
     preloaded = app_object
     if preloaded is None and config["preload"]:

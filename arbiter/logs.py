@@ -8,6 +8,7 @@ installs handlers, and only the CLI calls it.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -19,6 +20,29 @@ ACCESS_LOGGER = "arbiter.access"
 class _Formatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (RFC 3339, UTC), level, pid, message; a lifecycle
+    line adds its event and fields (``extra={"event": ..., "fields": ...}``), and an
+    exception its traceback. Newlines are escaped by JSON, so a record is one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = time.gmtime(record.created)
+        line: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", created)
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "pid": record.process,
+            "message": record.getMessage()}
+        event = getattr(record, "event", "")
+        if event:
+            line["event"] = event
+            for key, value in getattr(record, "fields", ()):
+                if value is not None and key not in ("time", "level", "message", "event"):
+                    line[key] = value  # a worker event's pid is the worker's
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -38,12 +62,14 @@ class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
 
-def setup(level: str, error_log: str | None, access_log_file: str | None) -> None:
+def setup(level: str, error_log: str | None, access_log_file: str | None,
+          json_lines: bool = False) -> None:
     error = logging.getLogger(ERROR_LOGGER)
     error.handlers.clear()
     handler: logging.Handler = (ReopenableFileHandler(error_log) if error_log
                                 else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(_Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_lines else
+                         _Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
     error.addHandler(handler)
     error.setLevel(level.upper())
     error.propagate = False

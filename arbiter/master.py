@@ -351,7 +351,9 @@ class Arbiter:
                 except ProcessLookupError:
                     pass
             elif isinstance(action, Log):
-                log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
+                log.log(logging.getLevelName(action.level.upper()), "%s", action.message,
+                        extra={"event": action.event, "fields": action.fields}
+                        if action.event else None)
             elif isinstance(action, ReloadFailed):
                 self.configs.pop(action.generation, None)
                 self.config = self.configs.get(self.policy.generation, self.config)
@@ -392,9 +394,8 @@ class Arbiter:
         pipe = _WorkerPipe(pid, read_fd)
         self.pipes[pid] = pipe
         self.selector.register(read_fd, selectors.EVENT_READ, pipe)
-        self.policy.worker_spawned(pid, spawn.slot, spawn.generation, time.monotonic())
-        log.debug("spawned worker %d (pid %d, generation %d)", spawn.slot, pid,
-                  spawn.generation)
+        self._execute(self.policy.worker_spawned(pid, spawn.slot, spawn.generation,
+                                                 time.monotonic()))
 
     def _become_worker(self, spawn: Spawn, config: Config, heartbeat_fd: int) -> None:
         code = int(ExitCode.RUNTIME_ERROR)

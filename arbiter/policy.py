@@ -64,8 +64,14 @@ class Kill:
 
 @dataclasses.dataclass(frozen=True)
 class Log:
+    """A line for the error log. Lifecycle lines also name their ``event`` and carry
+    its facts as ``fields`` (worker slot, pid, generation, reason...), which the JSON
+    log format and the metrics read: the message is for people, the fields for tools."""
+
     level: str  # "debug" | "info" | "warning" | "error" | "critical"
     message: str
+    event: str = ""  # spawned, ready, retired, exited, reload_started, _finished, _aborted
+    fields: tuple[tuple[str, object], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +141,19 @@ class WorkerRecord:
     served: bool = False  # it completed at least one response
     error: str = ""  # why it could not boot, as the worker reported it
 
+    retire_cause: str = ""  # why it was retired, as a metric label: reload, max_requests...
+
     @property
     def name(self) -> str:
         return f"worker {self.slot} (pid {self.pid}, generation {self.generation})"
+
+    def ids(self) -> tuple[tuple[str, object], ...]:
+        return (("worker", self.slot), ("pid", self.pid), ("generation", self.generation))
+
+
+def _event(level: str, message: str, event: str, w: WorkerRecord | None = None,
+           **facts: object) -> Log:
+    return Log(level, message, event, (w.ids() if w else ()) + tuple(facts.items()))
 
 
 @dataclasses.dataclass
@@ -145,6 +161,7 @@ class _Reload:
     generation: int
     previous: int
     canary_ready: bool = False
+    started_at: float = 0.0
 
 
 @dataclasses.dataclass
@@ -202,12 +219,13 @@ class Supervisor:
 
     # -------------------------------------------------------------- events
 
-    def worker_spawned(self, pid: int, slot: int, generation: int, now: float) -> None:
+    def worker_spawned(self, pid: int, slot: int, generation: int, now: float) -> list[Action]:
         limit = self.config.max_requests
         if limit and self.config.max_requests_jitter:
             limit += self._rng.randint(0, self.config.max_requests_jitter)
-        self.workers[pid] = WorkerRecord(pid, slot, generation, now, max_requests=limit,
-                                         last_beat=now)
+        w = self.workers[pid] = WorkerRecord(pid, slot, generation, now, max_requests=limit,
+                                             last_beat=now)
+        return [_event("info", f"spawned {w.name}", "spawned", w)]
 
     def adopt(self, pid: int, slot: int, now: float, phase: Phase = Phase.READY) -> None:
         """Take over a worker of a previous master (after an in-place re-exec).
@@ -249,8 +267,9 @@ class Supervisor:
         if frame.kind is Kind.READY and w.phase is Phase.BOOTING:
             w.phase, w.ready_at = Phase.READY, now
             self.ever_ready = True
-            actions: list[Action] = [Log("info", f"{w.name} is ready "
-                                                 f"({now - w.spawned_at:.2f} s to boot)")]
+            boot_s = round(now - w.spawned_at, 3)
+            actions: list[Action] = [_event("info", f"{w.name} is ready ({boot_s:.2f} s to boot)",
+                                            "ready", w, boot_s=boot_s)]
             r = self._reload
             if r and w.generation == r.generation and not r.canary_ready:
                 r.canary_ready = True
@@ -275,25 +294,38 @@ class Supervisor:
         if w.error:
             how = f"{how}: {w.error}" if w.error not in self._reported else f"{how} (same error)"
             self._reported.add(w.error)
+        uptime = round(now - w.spawned_at, 3)
+        served = f"after {uptime:.1f} s, {w.requests} request(s) served"
+
+        def exited(level: str, message: str, cause: str) -> Log:
+            return _event(level, message, "exited", w, cause=cause, code=status.code,
+                          signal=_signal_name(status.sig) if status.sig else None,
+                          uptime_s=uptime, requests=w.requests)
+
         if self.stopping:
-            return [Log("info", f"{w.name} {how}")]
+            return [exited("info", f"{w.name} {how} ({served})", "stop")]
         if w.phase is Phase.RETIRING:
-            return [Log("info", f"{w.name} retired ({w.recycle_reason or 'replaced'}); it {how}")]
+            return [exited("info", f"{w.name} retired ({w.recycle_reason or 'replaced'}); it "
+                                   f"{how} ({served})", "retired")]
         booting = w.phase is Phase.BOOTING
         boot_failure = booting and (status.code in (ExitCode.BOOT_ERROR,
                                                     ExitCode.APP_LOAD_ERROR)
                                     or w.boot_timed_out)
+        cause = "boot_failure" if booting else "timeout" if w.aborted_at is not None else "crash"
         if booting and not self.ever_ready and w.generation == 1:
             code = status.code if status.code in (ExitCode.BOOT_ERROR,
                                                   ExitCode.APP_LOAD_ERROR) else ExitCode.BOOT_ERROR
-            return [Log("error", f"{w.name} failed to boot: it {how}; stopping, since the "
-                                 f"first generation cannot start"), *self.halt(code, now)]
+            return [exited("error", f"{w.name} failed to boot: it {how}; stopping, since the "
+                                    f"first generation cannot start", cause),
+                    *self.halt(code, now)]
         r = self._reload
         if booting and r and w.generation == r.generation and not r.canary_ready:
-            return self._abort_reload(r, f"canary {w.name} failed to boot: it {how}", now)
+            return [exited("error", f"{w.name} {how} while booting", cause),
+                    *self._abort_reload(r, f"canary {w.name} failed to boot: it {how}", now)]
         level = "error" if booting or boot_failure else "warning"
-        actions: list[Action] = [Log(level, f"{w.name} {how}"
-                                            f"{' while booting' if booting else ''}")]
+        actions: list[Action] = [exited(level, f"{w.name} {how}"
+                                               f"{' while booting' if booting else f' ({served})'}",
+                                        cause)]
         if self._current(w) or w.generation == self.generation:
             delay = self._bump_backoff(w.slot, now, stable=self._was_stable(w, now))
             if delay > 0:
@@ -312,8 +344,9 @@ class Supervisor:
                                        f"reload with the newest config"))
         self.generation = self._next_generation
         self._next_generation += 1
-        self._reload = _Reload(self.generation, previous)
-        actions.append(Log("info", f"reload: starting generation {self.generation}"))
+        self._reload = _Reload(self.generation, previous, started_at=now)
+        actions.append(Log("info", f"reload: starting generation {self.generation}",
+                           "reload_started", (("generation", self.generation),)))
         return actions + self.tick(now)
 
     def scale(self, delta: int, now: float) -> list[Action]:
@@ -468,15 +501,17 @@ class Supervisor:
                 break
             if w.phase is not Phase.READY or w.recycle_reason:
                 continue
-            reason = None
+            reason = cause = None
             if w.max_requests and w.requests >= w.max_requests:
-                reason = f"served {w.requests} requests (--max-requests)"
+                reason, cause = f"served {w.requests} requests (--max-requests)", "max_requests"
             elif c.max_rss_mib and w.rss_strikes >= RSS_STRIKES:
-                reason = f"RSS above {c.max_rss_mib} MiB for {w.rss_strikes} samples (--max-rss)"
+                reason, cause = (f"RSS above {c.max_rss_mib} MiB for {w.rss_strikes} samples "
+                                 f"(--max-rss)", "max_rss")
             elif c.max_lifetime_s and now - w.spawned_at >= c.max_lifetime_s:
                 reason = f"alive for {now - w.spawned_at:.0f} s (--max-lifetime)"
+                cause = "max_lifetime"
             if reason:
-                w.recycle_reason = reason
+                w.recycle_reason, w.retire_cause = reason, cause or ""
                 busy += 1
                 actions.append(Log("info", f"recycling {w.name}: {reason}"))
         return actions
@@ -486,7 +521,7 @@ class Supervisor:
         actions: list[Action] = []
         # obsolete workers that are not serving yet are useless: stop them
         for w in boot_old:
-            actions += self._retire(w, now, "superseded before it was ready")
+            actions += self._retire(w, now, "superseded before it was ready", "superseded")
         # spawn towards the target; during a reload only the canary boots first
         r = self._reload
         used = {w.slot for w in ready_cur + boot_cur}
@@ -506,36 +541,43 @@ class Supervisor:
             if capacity - 1 < self.target:
                 break
             capacity -= 1
-            actions += self._retire(w, now, w.recycle_reason or "old generation")
+            actions += self._retire(w, now, w.recycle_reason or "old generation",
+                                    w.retire_cause or "reload")
         # scaled down: retire surplus current workers, booting ones first
         surplus = len(ready_cur) + len(boot_cur) - self.target
         for w in sorted(boot_cur, key=lambda w: -w.slot)[:max(0, surplus)]:
-            actions += self._retire(w, now, "scaled down")
+            actions += self._retire(w, now, "scaled down", "scale")
             surplus -= 1
         if surplus > 0 and len(ready_cur) > self.target:
             for w in sorted(ready_cur, key=lambda w: -w.slot)[:surplus]:
-                actions += self._retire(w, now, "scaled down")
+                actions += self._retire(w, now, "scaled down", "scale")
         if r and r.canary_ready and not any(
                 w.generation != r.generation for w in self.workers.values()):
             self._reload = None
-            actions += [Log("info", f"reload: generation {r.generation} is serving"),
+            took = round(now - r.started_at, 3)
+            actions += [Log("info", f"reload: generation {r.generation} is serving "
+                                    f"({took:.2f} s)", "reload_finished",
+                            (("generation", r.generation), ("duration_s", took))),
                         ReloadDone(r.generation)]
         return actions
 
-    def _retire(self, w: WorkerRecord, now: float, why: str) -> list[Action]:
+    def _retire(self, w: WorkerRecord, now: float, why: str, cause: str) -> list[Action]:
         w.phase, w.retired_at = Phase.RETIRING, now
         w.recycle_reason = w.recycle_reason or why
-        return [Log("info", f"retiring {w.name}: {why}"), Kill(w.pid, signal.SIGTERM)]
+        w.retire_cause = w.retire_cause or cause
+        return [_event("info", f"retiring {w.name}: {why}", "retired", w, reason=w.retire_cause),
+                Kill(w.pid, signal.SIGTERM)]
 
     def _abort_reload(self, r: _Reload, why: str, now: float) -> list[Action]:
         self._reload = None
         self.generation = r.previous
         actions: list[Action] = [
-            Log("error", f"reload aborted: {why}; generation {r.previous} keeps serving"),
+            Log("error", f"reload aborted: {why}; generation {r.previous} keeps serving",
+                "reload_aborted", (("generation", r.generation), ("reason", why))),
             ReloadFailed(r.generation, why)]
         for w in list(self.workers.values()):
             if w.generation == r.generation and w.phase is not Phase.RETIRING:
-                actions += self._retire(w, now, "reload aborted")
+                actions += self._retire(w, now, "reload aborted", "reload_aborted")
         return actions
 
     def _was_stable(self, w: WorkerRecord, now: float) -> bool:

@@ -326,6 +326,10 @@ SETTINGS: tuple[Setting, ...] = (
     # -- logging
     S("log_level", _choice("critical", "error", "warning", "info", "debug"), "info",
       "Error log level.", ("--log-level",), section="logging"),
+    S("log_format", _choice("text", "json"), "text",
+      "Error log format: text lines, or JSON lines (time, level, pid, message, and for "
+      "lifecycle events event, worker, generation and their facts).", ("--log-format",),
+      section="logging"),
     S("error_log", _optional_str, None, "Error log file (default: stderr).", ("--error-log", "--error-logfile", "--log-file"),
       metavar="FILE", section="logging"),
     S("access_log", _bool, True, "Log one line per request.", ("--access-log",), kind="bool",

@@ -29,7 +29,8 @@ class Table:
         for action in actions:
             if isinstance(action, Spawn):
                 self.next_pid += 1
-                self.sup.worker_spawned(self.next_pid, action.slot, action.generation, self.now)
+                self.actions += self.sup.worker_spawned(self.next_pid, action.slot,
+                                                        action.generation, self.now)
         return actions
 
     def tick(self, advance: float = 0.0) -> list[object]:
