@@ -258,12 +258,9 @@ class Supervisor:
         if frame.kind is Kind.ERROR:
             w.error = frame.text
             return []
-        if frame.kind is Kind.SERVED:
-            w.served = True
-            return []
-        if frame.kind is Kind.TICK or frame.kind is Kind.READY:
-            w.requests, w.connections = frame.requests, frame.connections
-            w.served = w.served or frame.requests > 0
+        # every frame but ERROR carries the worker's counters
+        w.requests, w.connections = frame.requests, frame.connections
+        w.served = w.served or frame.kind is Kind.SERVED or frame.requests > 0
         if frame.kind is Kind.READY and w.phase is Phase.BOOTING:
             w.phase, w.ready_at = Phase.READY, now
             self.ever_ready = True
