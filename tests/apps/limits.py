@@ -9,7 +9,7 @@ Raw ASGI. Sleeps here are app behaviour (a slow handler), not test syncing.
 - ``/stream?chunks=N&size=S``: a chunked response of N fresh chunks of S
   bytes, each built anew so the server cannot hold on to one shared object.
 - ``/blob?size=S``: S bytes in a single body message.
-- ``/scope``: JSON of the scheme and the TLS extension, if any.
+- ``/scope``: JSON of the scheme, the TLS extension (if any), client and server.
 - anything else: a short text.
 """
 
@@ -76,7 +76,8 @@ async def app(scope, receive, send):
         tls = scope.get("extensions", {}).get("tls")
         if tls is not None:
             tls = dict(tls, client_cert_chain=list(tls.get("client_cert_chain", ())))
-        payload = json.dumps({"scheme": scope["scheme"], "tls": tls}).encode()
+        payload = json.dumps({"scheme": scope["scheme"], "tls": tls, "client": scope["client"],
+                              "server": scope["server"]}).encode()
     else:
         payload = b"Hello, world!"
     await _start(send, length=len(payload))

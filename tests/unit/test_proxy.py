@@ -19,6 +19,7 @@ from workers.http.proxy_protocol import (
     ProxyProtocolError,
     ProxyProtocolParser,
     ProxyResult,
+    could_start_header,
 )
 
 # =============================================================== TrustedPeers
@@ -581,6 +582,67 @@ def test_leftover_preserved_across_split_feeds(header: bytes) -> None:
         first = parser.feed(data[:cut])
         assert first is not None
         assert first.leftover == data[len(header):cut]
+
+
+CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32))
+
+
+@pytest.mark.parametrize("header", [g[1] for g in GOOD], ids=[g[0] for g in GOOD])
+def test_reading_what_is_needed_never_reads_past_the_header(header: bytes) -> None:
+    """A reader asking for needed() bytes at a time (what proxy_tls does on a
+    socket) ends exactly at the header's end: the TLS bytes stay unread."""
+    stream = header + CLIENT_HELLO
+    parser = ProxyProtocolParser()
+    taken = 0
+    result = None
+    while result is None:
+        want = parser.needed()
+        assert want > 0, f"needed() is 0 after {taken} bytes of an incomplete header"
+        result = parser.feed(stream[taken:taken + want])
+        taken += want
+    assert taken == len(header)
+    assert result.leftover == b""
+    assert parser.needed() == 0
+
+
+@pytest.mark.parametrize("buffered, needed", [
+    (b"", 15),                                   # "PROXY UNKNOWN\r\n" is the shortest header
+    (b"P", 14),
+    (b"PROXY UNKNOW", 3),
+    (b"PROXY UNKNOWN", 2),
+    (b"PROXY UNKNOWN\r", 1),
+    (b"PROXY TCP4 1.2.3.4 5.6.7.8 1", 2),        # any byte may be the last before CRLF
+    (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r", 1),
+    (V2_SIGNATURE[:1], 15),                       # the 16-byte fixed part first
+    (V2_SIGNATURE + b"\x21\x11", 2),
+    (V2_SIGNATURE + b"\x21\x11\x00\x0c", 12),   # then exactly the announced length
+    (V2_SIGNATURE + b"\x21\x11\x00\x0c" + b"\x01" * 5, 7),
+    (V2_SIGNATURE + b"\x20\x00\x01\x00", 256),
+])
+def test_needed_is_the_fewest_bytes_that_can_complete_the_header(buffered: bytes,
+                                                                 needed: int) -> None:
+    parser = ProxyProtocolParser()
+    assert parser.feed(buffered) is None
+    assert parser.needed() == needed
+
+
+def test_needed_is_zero_after_an_error() -> None:
+    parser = ProxyProtocolParser()
+    with pytest.raises(ProxyProtocolError):
+        parser.feed(b"PROXY GARBAGE\r\n")
+    assert parser.needed() == 0
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"P", True), (b"PROXY", True), (b"PROXY TCP4 1.2.3.4", True), (b"\r", True),
+    (b"\r\n\r\n\x00", True), (V2_SIGNATURE + b"\x21", True),
+    (b"\x16", False),                 # a TLS handshake record
+    (b"\x80", False),                 # an SSLv2-style hello
+    (b"G", False), (b"GET / HTTP/1.1", False), (b"POST", False), (b"PROXY!", False),
+    (b"\r\n\r\n\x01", False), (b"\r\n\r\n\x00\r\nQUIT\r", False),
+])
+def test_could_start_header(data: bytes, expected: bool) -> None:
+    assert could_start_header(data) is expected
 
 
 def test_leftover_is_bytes_and_binary_safe() -> None:

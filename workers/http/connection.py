@@ -22,15 +22,17 @@ from workers.http.cycle import HttpCycle, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
 from workers.http.framing import Head
 from workers.http.proxy import apply_proxy_headers
-from workers.http.proxy_protocol import V2_SIGNATURE, ProxyProtocolError, ProxyProtocolParser
+from workers.http.proxy_protocol import (ProxyProtocolError, ProxyProtocolParser, ProxyResult,
+                                          could_start_header)
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
 
 
 class HttpConnection(asyncio.Protocol):
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, proxy_header: ProxyResult | None = None) -> None:
         self.server = server
+        self.proxy_header = proxy_header  # read before the TLS handshake (proxy_tls.py)
         self.config = server.config
         self.loop: asyncio.AbstractEventLoop = server.loop
         self.transport: asyncio.Transport | None = None
@@ -76,7 +78,10 @@ class HttpConnection(asyncio.Protocol):
             self.scheme = "https"
             self.tls = self.server.tls_extension(transport)
         self.server.connections.add(self)
-        if self.config.proxy_protocol and self.server.trusted.contains(self.client):
+        if self.proxy_header is not None:
+            self._use_proxy_header(self.proxy_header)
+        elif self.config.proxy_protocol and self.scheme == "http" \
+                and self.server.trusted.contains(self.client):  # (TLS: proxy_tls.py read it)
             self.proxy_parser = ProxyProtocolParser()
             self.proxy_buffer = b""
         self.head_timer = True
@@ -126,11 +131,10 @@ class HttpConnection(asyncio.Protocol):
         or v2 header naming the real client; anything else is plain HTTP."""
         if self.proxy_buffer is not None:  # not yet known whether a header comes
             data = self.proxy_buffer + data
-            probe = data[:12]
-            if not (b"PROXY "[:len(probe)] == probe[:6] or V2_SIGNATURE[:len(probe)] == probe):
+            if not could_start_header(data):
                 self.proxy_parser = None  # not a PROXY header: plain HTTP
                 return data
-            if len(probe) < 6 or (probe[:1] == b"\r" and len(probe) < 12):
+            if len(data) < 6 or (data[:1] == b"\r" and len(data) < 12):
                 self.proxy_buffer = data  # too short to tell yet
                 return b""
             self.proxy_buffer = None
@@ -144,11 +148,15 @@ class HttpConnection(asyncio.Protocol):
         if result is None:
             return b""
         self.proxy_parser = None
+        self._use_proxy_header(result)
+        return result.leftover
+
+    def _use_proxy_header(self, result: ProxyResult) -> None:
+        """The client and server a trusted proxy named (None: keep the socket's)."""
         if result.client is not None:
             self.client = result.client
         if result.server is not None:
             self.server_addr = result.server
-        return result.leftover
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -16,7 +16,7 @@ from typing import Union
 from workers.http.proxy import parse_ip
 
 __all__ = ["ProxyProtocolError", "ProxyProtocolParser", "ProxyResult", "V1_MAX_LENGTH",
-           "V2_SIGNATURE"]
+           "V2_SIGNATURE", "could_start_header"]
 
 # ----------------------------------------------------------------- PROXY protocol
 
@@ -26,6 +26,8 @@ V1_PREFIX = b"PROXY "
 #: Longest v1 line, CRLF included ("PROXY UNKNOWN <v6> <v6> 65535 65535\r\n").
 V1_MAX_LENGTH = 107
 _V2_HEADER = 16
+#: Shortest v1 line: "PROXY UNKNOWN\r\n".
+_V1_MIN_LENGTH = 15
 
 _V2_LOCAL = 0x0
 _V2_PROXY = 0x1
@@ -40,6 +42,15 @@ _V2_NAMES = {0x11: "TCP over IPv4", 0x21: "TCP over IPv6", 0x31: "UNIX stream"}
 _V1_PORT_RE = re.compile(rb"0|[1-9][0-9]{0,4}")
 
 Address = tuple[str, Union[int, None]]
+
+
+def could_start_header(data: bytes) -> bool:
+    """Whether the first bytes of a connection can begin a PROXY header: they
+    are a prefix of, or start with, ``"PROXY "`` or the v2 signature.  A
+    trusted peer that sends anything else sends no header (a health check),
+    which is allowed."""
+    return (V1_PREFIX.startswith(data[:len(V1_PREFIX)])
+            or V2_SIGNATURE.startswith(data[:len(V2_SIGNATURE)]))
 
 
 class ProxyProtocolError(ValueError):
@@ -98,6 +109,24 @@ class ProxyProtocolParser:
     @property
     def done(self) -> bool:
         return self._done
+
+    def needed(self) -> int:
+        """The fewest more bytes that can complete the header (0 once it is
+        parsed or refused).  A reader that asks the socket for no more than
+        this never reads past the end of a valid header, so what follows it
+        (a TLS ClientHello) stays in the socket for whoever comes next."""
+        if self._done or self._error is not None:
+            return 0
+        buf = self._buffer
+        if not buf:
+            return min(_V1_MIN_LENGTH, _V2_HEADER)
+        if buf[0] == V2_SIGNATURE[0]:
+            if len(buf) < _V2_HEADER:
+                return _V2_HEADER - len(buf)
+            return _V2_HEADER + int.from_bytes(buf[14:16], "big") - len(buf)
+        if len(buf) < _V1_MIN_LENGTH:
+            return _V1_MIN_LENGTH - len(buf)
+        return 1 if buf[-1:] == b"\r" else 2  # the line is still missing its CRLF
 
     def feed(self, data: bytes) -> ProxyResult | None:
         if self._done:

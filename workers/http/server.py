@@ -23,6 +23,7 @@ from arbiter.config import HttpConfig
 from arbiter.errors import BootError
 from workers.http.connection import HttpConnection
 from workers.http.proxy import TrustedPeers
+from workers.http.proxy_tls import ProxyThenTls
 from workers.websocket import WebSocketLimits
 
 log = logging.getLogger("arbiter.error")
@@ -232,14 +233,20 @@ class HttpServer:
     async def _listen(self) -> None:
         """Serve every inherited socket through a dup of its fd: closing an
         asyncio/uvloop server closes only our dup, never the master's socket."""
+        context = self._ssl_context
         for sock in self._listen_on:
             dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
             dup.setblocking(False)
-            server = await self.loop.create_server(
-                lambda: HttpConnection(self), sock=dup, ssl=self._ssl_context, backlog=2048,
-                # the head's clock starts after the handshake; this bounds the handshake
-                ssl_handshake_timeout=(self.config.timeout_header_s or None)
-                if self._ssl_context is not None else None)
+            if context is not None and self.config.proxy_protocol:
+                # the PROXY header comes before the TLS handshake: read it first
+                server = await self.loop.create_server(
+                    lambda: ProxyThenTls(self, context), sock=dup, backlog=2048)
+            else:
+                server = await self.loop.create_server(
+                    lambda: HttpConnection(self), sock=dup, ssl=context, backlog=2048,
+                    # the head's clock starts after the handshake; this bounds the handshake
+                    ssl_handshake_timeout=(self.config.timeout_header_s or None)
+                    if context is not None else None)
             self.servers.append(server)
 
     # ------------------------------------------------------------ --limit-concurrency
