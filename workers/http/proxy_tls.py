@@ -4,9 +4,9 @@ then start TLS on that socket. Used only with --proxy-protocol and --ssl-*;
 a TLS listener without --proxy-protocol stays on the loop's own TLS path.
 The header itself is parsed by ``proxy_protocol``; who may send one is
 ``TrustedPeers``' call. TLS starts with ``loop.connect_accepted_socket(ssl=)``
-rather than ``start_tls``: both loops' ``start_tls`` feed the app protocol the
-first decrypted bytes before it returns (before we could call its
-``connection_made``), while this is the loops' own TLS server path.
+rather than ``start_tls``: asyncio's ``start_tls`` (3.11) feeds the protocol the
+first decrypted bytes before it returns, before we could call its
+``connection_made``; this is the loops' own TLS server path instead.
 """
 
 from __future__ import annotations
