@@ -352,16 +352,22 @@ def test_over_the_limit_on_an_open_connection_is_503_and_closed(arbiter_process,
     held = [hold(server, 3) for _ in range(2)]
     assert {p for _, p in held} == {pid}
     spare.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-    closed, data = wait_closed(spare, 5)
-    head = data.partition(b"\r\n\r\n")[0].lower()
+    closed, data = wait_closed(spare, 5)  # everything the server sent, up to its close
+    print(f"over the limit on an open connection ({loop}):\n{data.decode(errors='replace')}")
+    head, _, body = data.partition(b"\r\n\r\n")
+    head = head.lower()
     assert head.startswith(b"http/1.1 503"), data
     assert b"\r\nretry-after: " in head and b"\r\nconnection: close" in head
+    length = int(head.partition(b"\r\ncontent-length: ")[2].partition(b"\r\n")[0])
+    assert len(body) == length and data.count(b"HTTP/1.1 ") == 1, \
+        f"one request, one response; got {data!r}"
     for sock, _ in held:
         _, rest = wait_closed(sock, 10)
         assert rest.endswith(b"done\n\r\n0\r\n\r\n")
         sock.close()
     spare.close()
     still_serving(server, pid)
+    assert "ERROR" not in server.stderr, server.stderr
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -243,3 +243,18 @@ def test_receive_after_the_whole_body_waits_for_the_disconnect() -> None:
     (b"x:a", b"1")])
 def test_each_bad_response_header_field_is_refused(name: bytes, value: bytes) -> None:
     assert_head_refused([(name, value)])
+
+
+def test_the_servers_own_answer_is_the_whole_response() -> None:
+    """A 503 or 500 the server writes in the app's place marks the cycle
+    answered, so nothing can follow it: one request, one response."""
+    cycle, io = make_cycle()
+    cycle.answer(503, "Service Unavailable", b"retry-after: 1\r\n")
+    assert io.out == (b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nserver: arbiter\r\n"
+                      b"content-type: text/plain; charset=utf-8\r\ncontent-length: 20\r\n"
+                      b"connection: close\r\n\r\nService Unavailable\n")
+    assert cycle.response_started and cycle.response_complete and not cycle.keep_alive
+    assert io.done and cycle.status == 503
+    with pytest.raises(RuntimeError):
+        run(cycle.send({"type": "http.response.start", "status": 200, "headers": []}))
+    assert io.out.count(b"HTTP/1.1 ") == 1

@@ -333,10 +333,7 @@ class HttpConnection(asyncio.Protocol):
         server.active += 1
         if self.limit_concurrency and server.active >= self.limit_concurrency \
                 and server.over_limit():  # the last slot taken: stop accepting
-            self.write(simple_response(503, "Service Unavailable",
-                                       b"retry-after: 1\r\n" + server.default_headers()))
-            cycle.keep_alive = False
-            cycle.response_complete = True
+            cycle.answer(503, "Service Unavailable", b"retry-after: 1\r\n")
             self._finished(cycle, None)
             return
         context = contextvars.copy_context()
@@ -376,7 +373,7 @@ class HttpConnection(asyncio.Protocol):
             if not cycle.response_started and not cycle.disconnected:
                 log.error("the app returned without a response at %s",
                           _printable(cycle.scope["path"]))
-                self._answer_500(cycle)
+                cycle.answer(500, "Internal Server Error")
             elif not cycle.response_complete:
                 cycle.keep_alive = False
         elif isinstance(exc, asyncio.CancelledError):
@@ -385,17 +382,10 @@ class HttpConnection(asyncio.Protocol):
             log.error("exception in the app at %s %s", cycle.scope["method"],
                       _printable(cycle.scope["path"]), exc_info=exc)
             if not cycle.response_started:
-                self._answer_500(cycle)
-                self.cycle_done(cycle)
+                cycle.answer(500, "Internal Server Error")
             else:
                 self._close()  # never pass off half a response as complete
         self._after(cycle)
-
-    def _answer_500(self, cycle: HttpCycle) -> None:
-        self.write(simple_response(500, "Internal Server Error", self.server.default_headers()))
-        cycle.status = 500
-        cycle.keep_alive = False
-        cycle.response_complete = True
 
     def _after(self, cycle: HttpCycle) -> None:
         self.cycles.popleft()

@@ -152,6 +152,19 @@ class HttpCycle:
     def client_gone(self) -> None:
         self.disconnected = True
 
+    # ------------------------------------------------------------ server side
+
+    def answer(self, status: int, message: str, extra_headers: bytes = b"") -> None:
+        """The server's own whole response in place of the app's (a 503 at the
+        concurrency limit, a 500 for an app that failed), then close. It marks
+        the cycle answered, as a response from the app would: one request, one
+        response, whichever path comes next."""
+        self.status = status
+        self.response_started = self.response_complete = True
+        self.keep_alive = False
+        self.io.write(simple_response(status, message, extra_headers + self.default_headers()))
+        self.io.cycle_done(self)
+
     # ------------------------------------------------------------ ASGI side
 
     async def receive(self) -> dict[str, Any]:
