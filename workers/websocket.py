@@ -23,14 +23,12 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from workers.http.errors import ClientDisconnected
+
 log = logging.getLogger("arbiter.error")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_QUEUED_MESSAGES = 16  # pause reading past this many unread messages
-
-
-class ClientDisconnected(OSError):
-    """send() after the client went away (ASGI spec: an OSError subclass)."""
 
 
 def is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from arbiter.config import resolve
 from workers.http.cycle import HttpCycle
-from workers.http.errors import ClientDisconnected, RemoteProtocolError
+from workers.http.errors import ClientDisconnected, RemoteProtocolError, backend_refused
 from workers.http.parser_h11 import H11Parser
 from workers.http.parser_httptools import HttptoolsParser
 
@@ -83,6 +83,13 @@ def test_malformed_is_a_remote_error_on_both(raw: bytes) -> None:
         with pytest.raises(RemoteProtocolError) as info:
             parse(parser_class, raw)
         assert info.value.status == 400
+
+
+@pytest.mark.parametrize("hint, status", [(400, 400), (431, 431), (501, 501), (413, 400),
+                                          (505, 400)])
+def test_a_backend_refusal_is_answered_the_same_from_either_backend(hint: int,
+                                                                    status: int) -> None:
+    assert backend_refused(hint).status == status
 
 
 class IO:

@@ -433,9 +433,6 @@ class HttpConnection(asyncio.Protocol):
         if not self.cycles:
             self._close()
 
-    def is_idle(self) -> bool:
-        return not self.cycles
-
     def _reject(self, status: int, message: str) -> None:
         if not self.cycles or not self.cycles[0].response_started:
             self.write(simple_response(status, message, self.server.default_headers()))

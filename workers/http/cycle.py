@@ -113,7 +113,7 @@ class HttpCycle:
     __slots__ = ("scope", "io", "keep_alive", "expect_continue", "default_headers", "body",
                  "body_done", "disconnected", "response_started", "response_complete",
                  "chunked", "expected_length", "sent_length", "head_only", "status", "started",
-                 "bytes_sent", "close_after", "continue_sent", "head_bytes", "body_delivered")
+                 "close_after", "continue_sent", "head_bytes", "body_delivered")
 
     def __init__(self, scope: dict[str, Any], io: CycleIO, keep_alive: bool,
                  expect_continue: bool, default_headers: Callable[[], bytes]) -> None:
@@ -135,7 +135,6 @@ class HttpCycle:
         self.head_only = scope["method"] == "HEAD"
         self.status = 0
         self.started = time.monotonic()
-        self.bytes_sent = 0
         self.close_after = False
         self.head_bytes: bytes | None = None
 
@@ -252,7 +251,6 @@ class HttpCycle:
                 out += b"%x\r\n" % len(body)
             if len(body) > _COPY_LIMIT:  # large: write it as is rather than copy it
                 self.io.write(out)
-                self.bytes_sent += len(out) + len(body)
                 out = b"\r\n" if self.chunked else b""
                 self.io.write(body)
             else:
@@ -265,7 +263,6 @@ class HttpCycle:
                     and not self.head_only:
                 self.keep_alive = False  # the body is short: the connection cannot be reused
         if out:
-            self.bytes_sent += len(out)
             self.io.write(out)
         if self.response_complete:
             self.io.cycle_done(self)

@@ -12,7 +12,7 @@ from typing import Any
 
 import h11
 
-from workers.http.errors import RemoteProtocolError
+from workers.http.errors import backend_refused
 from workers.http.framing import GatedParser
 
 
@@ -35,10 +35,7 @@ class H11Parser(GatedParser):
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                # the gate is stricter than h11 everywhere it knows of; this is a backstop
-                status = getattr(exc, "error_status_hint", 400)
-                raise RemoteProtocolError(status if status in (413, 414, 431, 501) else 400,
-                                          "Invalid HTTP request") from None
+                raise backend_refused(exc.error_status_hint) from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):

@@ -12,7 +12,7 @@ from typing import Any
 
 import httptools
 
-from workers.http.errors import RemoteProtocolError
+from workers.http.errors import RemoteProtocolError, backend_refused
 from workers.http.framing import GatedParser
 
 
@@ -28,16 +28,11 @@ class HttptoolsParser(GatedParser):
             offset = self.parser_upgrade_offset(data)
             self.upgraded = True
             self.sink.on_upgrade(data[offset:] if offset is not None else b"")
-        except httptools.HttpParserInvalidMethodError:
-            raise RemoteProtocolError(400, "Invalid HTTP method") from None
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, RemoteProtocolError):
-                raise exc.__context__ from None
-            # the gate is stricter than llhttp everywhere it knows of; this is a backstop
-            message = str(exc)
-            if message.startswith("Request has invalid `Transfer-Encoding`"):
-                raise RemoteProtocolError(501, "Unsupported Transfer-Encoding") from None
-            raise RemoteProtocolError(400, "Invalid HTTP request") from None
+                raise exc.__context__ from None  # raised by our sink inside a callback
+            invalid_coding = str(exc).startswith("Request has invalid `Transfer-Encoding`")
+            raise backend_refused(501 if invalid_coding else 400) from None
 
     @staticmethod
     def parser_upgrade_offset(data: bytes) -> int | None:
