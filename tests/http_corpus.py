@@ -333,6 +333,34 @@ ok("pipelined-after-close-delimited", b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
    b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
    Req("GET", b"/a", H), Req("GET", b"/b", H + ((b"connection", b"close"),)))
 
+# ------------------------------------------------------------------ upgrades
+#
+# RFC 9110 7.8: an upgrade the server does not take is ignored and the request
+# served as HTTP/1.1; the offer (Upgrade, Connection's upgrade option) is not
+# passed on. Taking one by mistake hands the following bytes to no parser at
+# all, which is what h2c smuggling through a proxy relies on (Bishop Fox, 2020).
+
+H2C_OFFER = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+ok("upgrade-h2c-ignored-then-pipelined", GET + HOST + H2C_OFFER + b"\r\n" + GET + HOST + b"\r\n",
+   Req("GET", b"/", H + ((b"connection", b"HTTP2-Settings"), (b"http2-settings", b"AAMAAABk"))),
+   Req("GET", b"/", H))
+ok("upgrade-unknown-with-length-body",
+   post(b"Connection: upgrade\r\nUpgrade: foo\r\nContent-Length: 5\r\n", b"hello") + GET + HOST
+   + b"\r\n", Req("POST", b"/echo", H + ((b"content-length", b"5"),), b"hello"),
+   Req("GET", b"/", H))
+ok("upgrade-unknown-with-chunked-body",
+   post(b"Upgrade: foo\r\nConnection: keep-alive, Upgrade\r\nTransfer-Encoding: chunked\r\n",
+        b"2\r\nyo\r\n0\r\n\r\n") + GET + HOST + b"\r\n",
+   Req("POST", b"/echo", H + ((b"connection", b"keep-alive"), (b"transfer-encoding", b"chunked")),
+       b"yo"), Req("GET", b"/", H))
+ok("upgrade-websocket-on-http10-ignored",
+   b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", Req("GET", b"/", (), version="1.0"))
+WS_OFFER = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" \
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+bad("upgrade-websocket-by-post", post(WS_OFFER))
+bad("upgrade-websocket-with-a-body", post(WS_OFFER + b"Content-Length: 2\r\n", b"hi"
+                                           ).replace(b"POST /echo", b"GET /"))
+
 CASE_IDS = [case.id for case in CASES]
 assert len(set(CASE_IDS)) == len(CASE_IDS), "duplicate case id"
 BY_ID = {case.id: case for case in CASES}

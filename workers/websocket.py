@@ -1,8 +1,9 @@
 """WebSockets over wsproto: the ASGI websocket protocol after an HTTP upgrade.
 
-The HTTP connection detects ``Upgrade: websocket`` and calls ``hand_over()``
-with the transport, the ASGI scope it already built and every byte of the
-request it has read (head and whatever followed). From then on this protocol
+The request gate (``workers.http.framing``) detects ``Upgrade: websocket``;
+the HTTP connection then calls ``hand_over()`` with the transport, the ASGI
+scope it already built and every byte of the request it has read (head and
+whatever followed). From then on this protocol
 owns the transport. wsproto does the framing; this module maps its events to
 ASGI messages (spec 2.4), with bounded buffers in both directions.
 """
@@ -29,17 +30,6 @@ log = logging.getLogger("arbiter.error")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_QUEUED_MESSAGES = 16  # pause reading past this many unread messages
-
-
-def is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
-    """True for a request asking to switch to the WebSocket protocol."""
-    upgrade = connection = False
-    for name, value in headers:
-        if name == b"upgrade" and value.strip().lower() == b"websocket":
-            upgrade = True
-        elif name == b"connection" and b"upgrade" in value.lower():
-            connection = True
-    return upgrade and connection
 
 
 class WebSocketLimits:

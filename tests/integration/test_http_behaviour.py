@@ -140,3 +140,81 @@ def test_tcp_nodelay_is_set_on_accepted_connections(loop_name: str) -> None:
 def test_transfer_encoding_other_than_final_chunked(server, te: bytes, status: int) -> None:
     raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te + b"\r\n\r\n"
     assert status_of(exchange(server, raw)) == status
+
+
+# ---------------------------------------------------------------- upgrades (RFC 9110 7.8)
+
+
+def responses(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Split everything a connection sent, up to its close, into (head, body)
+    pairs; a response body is framed by Content-Length or chunked."""
+    found = []
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, f"a partial head: {head!r}"
+        fields = {n.strip().lower(): v.strip() for n, _, v in
+                  (line.partition(b":") for line in head.split(b"\r\n")[1:])}
+        if b"content-length" in fields:
+            length = int(fields[b"content-length"])
+            body, data = data[:length], data[length:]
+        else:
+            assert fields.get(b"transfer-encoding") == b"chunked", head
+            body = b""
+            while True:
+                size_line, _, data = data.partition(b"\r\n")
+                size = int(size_line, 16)
+                body, data = body + data[:size], data[size + 2:]
+                if not size:
+                    break
+        found.append((head, body))
+    return found
+
+
+def scope_headers(body: bytes) -> list[tuple[str, str]]:
+    import json
+    return [(name, value) for name, value in json.loads(body)["headers"]]
+
+
+def upgrade_offer(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What of an upgrade offer reached the app (it should see none)."""
+    return [(name, value) for name, value in headers if name == "upgrade"
+            or (name == "connection" and "upgrade" in value.lower())]
+
+
+def test_curl_http2_on_plain_http_is_served_as_http_1_1(server) -> None:
+    """curl --http2 (and Java's HttpClient) offers h2c on plain http: the
+    request is served as HTTP/1.1, without a 101 and without the offer."""
+    import subprocess
+
+    result = subprocess.run(["curl", "-sS", "-v", "--http2", "--max-time", "10",
+                             server.url + "/scope"], capture_output=True, timeout=20)
+    sent = [line for line in result.stderr.splitlines() if line.startswith(b"> ")]
+    received = [line for line in result.stderr.splitlines() if line.startswith(b"< ")]
+    assert b"> Upgrade: h2c" in sent, result.stderr  # curl did make the offer
+    assert result.returncode == 0, result.stderr
+    assert received[0].startswith(b"< HTTP/1.1 200"), received
+    assert not any(b" 101 " in line for line in received), received
+    headers = scope_headers(result.stdout)
+    assert not upgrade_offer(headers) and ("connection", "HTTP2-Settings") in headers, headers
+    assert "ERROR" not in server.stderr, server.stderr
+
+
+@pytest.mark.parametrize("body", [b"", b"hello"], ids=["no-body", "body"])
+def test_an_unknown_upgrade_is_ignored_and_pipelining_goes_on(server, body: bytes) -> None:
+    offer = b"Connection: Upgrade\r\nUpgrade: foo\r\n"
+    raw = (b"POST /echo HTTP/1.1\r\nHost: x\r\n" + offer + b"Content-Length: %d\r\n\r\n%s"
+           % (len(body), body)
+           + b"GET /scope HTTP/1.1\r\nHost: x\r\n" + offer + b"Connection: close\r\n\r\n")
+    answered = responses(exchange(server, raw))
+    assert [head.split(b"\r\n")[0] for head, _ in answered] == [b"HTTP/1.1 200 OK"] * 2, answered
+    assert answered[0][1] == body
+    headers = scope_headers(answered[1][1])
+    assert not upgrade_offer(headers) and ("connection", "close") in headers, headers
+    assert "ERROR" not in server.stderr, server.stderr
+
+
+def test_a_websocket_upgrade_without_its_headers_is_400(server) -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    response = exchange(server, raw)
+    assert status_of(response) == 400 and response.count(b"HTTP/1.1 ") == 1, response
+    assert httpx.get(server.url, timeout=5).status_code == 200

@@ -86,15 +86,64 @@ def test_random_bytes_only_ever_raise_remote_protocol_error(parts: list[bytes],
     assert results[0] == results[1], raw
 
 
-@pytest.mark.parametrize("split", ["whole", "bytes"])
-@pytest.mark.parametrize("raw", [
-    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x85ab",
-    # an upgrade nobody takes: what follows is not parsed as HTTP by either backend
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /x HTTP/1.1\r\n\r\n",
-], ids=["websocket", "h2c"])
-def test_backends_agree_on_upgrades(raw: bytes, split: str) -> None:
+WEBSOCKET_HEAD = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@pytest.mark.parametrize("split", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("head", [WEBSOCKET_HEAD, WEBSOCKET_HEAD.replace(b"Host: x", b"Host:  x ")],
+                         ids=["canonical", "blanks"])
+def test_backends_agree_on_a_websocket_upgrade(head: bytes, split: str) -> None:
+    """The head, then every byte after it for the WebSocket, none lost or parsed."""
+    frames = b"\x81\x85abGET / HTTP/1.1\r\n\r\n"
+    results = [run(p, head + frames, split) for p in PARSERS]
+    assert results[0] == results[1]
+    status, events = results[0]
+    assert status is None and [e[0] for e in events] == ["head", "upgrade"]
+    if split == "whole":
+        assert events[1][1] == frames
+    else:
+        assert frames.endswith(events[1][1])
+
+
+H2C = b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+
+
+@pytest.mark.parametrize("split", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("raw, body", [
+    (b"GET /up HTTP/1.1\r\nHost: x\r\n" + H2C + b"\r\n", b""),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n"
+     b"Content-Length: 5\r\n\r\nhello", b"hello"),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: foo/2, bar\r\nConnection: Upgrade\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", b"abcde"),
+    (b"GET /up HTTP/1.1\r\nHost:  x \r\nUpgrade: websocket\r\n\r\n", b""),  # no Connection
+    (b"GET /up HTTP/1.0\r\nConnection: Upgrade, keep-alive\r\nUpgrade: websocket\r\n\r\n", b""),
+], ids=["h2c", "foo-length", "foo-chunked", "no-connection-option", "http-1.0"])
+def test_an_upgrade_not_taken_is_plain_http_on_both(raw: bytes, body: bytes, split: str) -> None:
+    """RFC 9110 7.8: an upgrade the server does not take is ignored. The request
+    is framed and served as HTTP/1.1 (a pipelined request after it too), and
+    neither backend nor the app sees the upgrade offer."""
+    raw += b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
     results = [run(p, raw, split) for p in PARSERS]
     assert results[0] == results[1]
-    assert results[0][0] is None and results[0][1][-1][0] == "upgrade"
+    status, events = results[0]
+    assert status is None, events
+    assert [e[0] for e in events] == ["head"] + (["body"] if body else []) + ["end", "head", "end"]
+    assert [e[2] for e in events if e[0] == "head"] == [b"/up", b"/next"]
+    assert b"".join(e[1] for e in events if e[0] == "body") == body
+    headers = dict(events[0][4])
+    assert b"upgrade" not in headers
+    assert b"upgrade" not in headers.get(b"connection", b"").lower()
+    if raw.startswith(b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: h2c"):
+        assert headers[b"connection"] == b"HTTP2-Settings"
+
+
+@pytest.mark.parametrize("raw", [
+    WEBSOCKET_HEAD.replace(b"GET", b"POST"),
+    WEBSOCKET_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nhi"),
+    WEBSOCKET_HEAD.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+], ids=["post", "length", "chunked"])
+def test_a_websocket_upgrade_that_cannot_be_one_is_400_on_both(raw: bytes) -> None:
+    results = [run(p, raw) for p in PARSERS]
+    assert results[0] == results[1]
+    assert results[0][0] == 400

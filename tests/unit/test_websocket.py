@@ -11,7 +11,8 @@ from wsproto.events import (
     AcceptConnection, BytesMessage, CloseConnection, RejectConnection, Request, TextMessage,
 )
 
-from workers.websocket import ClientDisconnected, hand_over, is_upgrade
+from workers.http.framing import is_websocket_upgrade as is_upgrade
+from workers.websocket import ClientDisconnected, hand_over
 
 HTTP_SCOPE = {"type": "http", "http_version": "1.1", "scheme": "http", "path": "/ws",
               "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],

@@ -202,13 +202,12 @@ class HttpConnection(asyncio.Protocol):
         }
         if self.proxy_headers:
             apply_proxy_headers(scope, self.server.trusted)
-        framing = head.framing
-        if framing.upgrade and method == "GET" and _wants_websocket(headers):
+        if head.upgrade:  # a WebSocket: on_upgrade comes next, with the bytes after the head
             self.upgrade_head = (method, target, headers)
             self.upgrade_scope = scope
             return
         cycle = HttpCycle(scope, self, head.keep_alive and not self.server.stopping,
-                          framing.expect_continue, self.server.default_headers)
+                          head.framing.expect_continue, self.server.default_headers)
         self.parsing = cycle
         self.body_received = 0
         self.cycles.append(cycle)
@@ -225,15 +224,12 @@ class HttpConnection(asyncio.Protocol):
         self.parsing.feed_body(data)
 
     def on_end(self) -> None:
-        if self.upgrade_head is not None:
-            return
         if self.parsing is not None:
             self.parsing.feed_end()
             self.parsing = None
 
     def on_upgrade(self, leftover: bytes) -> None:
-        if self.upgrade_head is None or self.transport is None:
-            raise RemoteProtocolError(400, "Unsupported upgrade")
+        assert self.upgrade_head is not None and self.transport is not None  # on_head came first
         from workers import websocket
         method, target, headers = self.upgrade_head
         raw = b"%s %s HTTP/1.1\r\n" % (method.encode(), target) + b"".join(
@@ -503,11 +499,6 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RS
 
 class _Upgraded(Exception):
     """Raised out of the parser once the transport belongs to the websocket."""
-
-
-def _wants_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
-    from workers.websocket import is_upgrade
-    return is_upgrade(headers)
 
 
 def _addr(value: Any) -> Any:

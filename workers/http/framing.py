@@ -17,14 +17,13 @@ from workers.http.errors import RemoteProtocolError
 class Framing:
     """How the body of one request is delimited, and whether 100 is expected."""
 
-    __slots__ = ("content_length", "chunked", "expect_continue", "upgrade")
+    __slots__ = ("content_length", "chunked", "expect_continue")
 
     def __init__(self, content_length: int | None, chunked: bool,
-                 expect_continue: bool, upgrade: bool = False) -> None:
+                 expect_continue: bool) -> None:
         self.content_length = content_length
         self.chunked = chunked
         self.expect_continue = expect_continue
-        self.upgrade = upgrade  # an Upgrade header is present (maybe a websocket)
 
 
 NO_BODY = Framing(None, False, False)
@@ -36,7 +35,6 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
     length: int | None = None
     lengths = 0
     encodings: list[bytes] = []
-    upgrade = False
     for name, value in headers:
         if name == b"content-length":
             lengths += 1
@@ -53,8 +51,6 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
                 encodings.append(token)
         elif name == b"expect" and value.lower() == b"100-continue":
             expect = True
-        elif name == b"upgrade":
-            upgrade = True
     if lengths > 1 or (lengths and encodings):
         raise RemoteProtocolError(400, "Ambiguous request framing")
     if encodings and encodings != [b"chunked"]:
@@ -64,9 +60,43 @@ def request_framing(headers: list[tuple[bytes, bytes]], limit_body: int = 0) -> 
         raise RemoteProtocolError(501, "Unsupported Transfer-Encoding")
     if limit_body and length is not None and length > limit_body:
         raise RemoteProtocolError(413, "Request body too large")
-    if length is None and not encodings and not expect and not upgrade:
+    if length is None and not encodings and not expect:
         return NO_BODY
-    return Framing(length, bool(encodings), expect, upgrade)
+    return Framing(length, bool(encodings), expect)
+
+
+def is_websocket_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True for a request asking to switch to the WebSocket protocol
+    (``Connection: upgrade`` and ``Upgrade: websocket``), the one upgrade served."""
+    upgrade = connection = False
+    for name, value in headers:
+        if name == b"upgrade" and value.strip(b" \t").lower() == b"websocket":
+            upgrade = True
+        elif name == b"connection" and b"upgrade" in _connection_options(value):
+            connection = True
+    return upgrade and connection
+
+
+def _connection_options(value: bytes) -> set[bytes]:
+    return {token.strip(b" \t") for token in value.lower().split(b",")}
+
+
+def without_upgrade(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The head of a request whose upgrade is not taken, as the app and the
+    parser backends see it: served as plain HTTP/1.1 (RFC 9110 7.8), so the
+    Upgrade field and Connection's ``upgrade`` option are dropped, not passed on."""
+    kept = []
+    for name, value in headers:
+        if name == b"upgrade":
+            continue
+        if name == b"connection":
+            options = [token.strip(b" \t") for token in value.split(b",")]
+            options = [token for token in options if token and token.lower() != b"upgrade"]
+            if not options:
+                continue
+            value = b", ".join(options)
+        kept.append((name, value))
+    return kept
 
 
 # ---------------------------------------------------------------------------
@@ -108,7 +138,7 @@ METHODS = frozenset(
 # Fields that must not appear in a trailer section (RFC 9110 6.5.1).
 _NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
 _MAX_CHUNK_LINE = 1024
-_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"expect"))
 
 _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _PASS, _CLOSED = range(8)
 
@@ -116,7 +146,8 @@ _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _PASS, _CLOSED = 
 class Head:
     """A request head the gate accepted, with the facts the parsers pass on."""
 
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "framing", "upgrade")
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "framing", "upgrade",
+                 "rewritten")
 
     def __init__(self, method: str, target: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], keep_alive: bool,
@@ -127,7 +158,8 @@ class Head:
         self.headers = headers
         self.keep_alive = keep_alive
         self.framing = framing
-        self.upgrade = False
+        self.upgrade = False  # a WebSocket upgrade: what follows the head is not HTTP
+        self.rewritten = False  # headers differ from the bytes (an ignored upgrade dropped)
 
 
 class RequestGate:
@@ -152,7 +184,7 @@ class RequestGate:
         self.remaining = 0
         self.body_seen = 0
         self.keep_alive = True
-        self.upgrade = False
+        self.upgrade_head: Head | None = None  # taken by the line path, for feed() to emit
         self.error: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> tuple[list[bytes | Head], RemoteProtocolError | None]:
@@ -191,13 +223,17 @@ class RequestGate:
                                 items.append(data[run:pos])
                             items.append(head)
                             pos = run = end
-                            if not head.keep_alive:
+                            if head.upgrade:
+                                self._to(_PASS)  # the rest is the WebSocket's
+                            elif not head.keep_alive:
                                 self._to(_CLOSED)
                             continue
                         self.heads.append(head)
                         self._after_head(head)
-                        if data.find(b" \r\n", pos, end) >= 0 or data.find(b"\t\r\n", pos, end) >= 0:
-                            # blanks after a value: llhttp keeps them, so normalise
+                        if head.rewritten or data.find(b" \r\n", pos, end) >= 0 \
+                                or data.find(b"\t\r\n", pos, end) >= 0:
+                            # blanks after a value (llhttp keeps them), or an upgrade
+                            # dropped: the parser gets the head in canonical form
                             if pos > run:
                                 items.append(data[run:pos])
                             items.append(_serialize(head))
@@ -226,6 +262,9 @@ class RequestGate:
                     if out:
                         items.append(bytes(out))
                         out.clear()
+                    if self.upgrade_head is not None:
+                        items.append(self.upgrade_head)
+                        self.upgrade_head = None
         except RemoteProtocolError as exc:
             self.error = exc
             self.buf.clear()
@@ -268,10 +307,7 @@ class RequestGate:
         self.fields: list[tuple[bytes, bytes]] = []
 
     def _body_done(self) -> None:
-        if self.upgrade:
-            self._to(_PASS)  # the bytes belong to whoever takes the upgrade (or refuses it)
-        else:
-            self._to(_HEAD if self.keep_alive else _CLOSED)
+        self._to(_HEAD if self.keep_alive else _CLOSED)
 
     def _line_state(self, data: bytes, pos: int, out: bytearray) -> int:
         """Buffer data for a line-oriented state; act on complete lines. Returns new pos."""
@@ -336,6 +372,10 @@ class RequestGate:
                 else:
                     assert self.request is not None
                     head = self._finish_head(*self.request, self.fields)
+                    if head.upgrade:  # a whole message; the rest is the WebSocket's
+                        self.upgrade_head = head
+                        self._to(_PASS)
+                        return pos + used
                     # the parser gets the head re-serialized in canonical form, so
                     # that no quirk of its own (OWS, case) can change the outcome
                     out += _serialize(head)
@@ -383,32 +423,39 @@ class RequestGate:
         hosts = 0
         framing_fields = []
         keep_alive = version == "1.1"
-        connection_upgrade = upgrade_field = False
+        upgrade_field = False
         for field in headers:
             name = field[0]
             if name == b"host":
                 hosts += 1
             elif name in _FRAMING_FIELDS:
                 framing_fields.append(field)
-                upgrade_field = upgrade_field or name == b"upgrade"
             elif name == b"connection":
-                tokens = {t.strip(b" \t") for t in field[1].lower().split(b",")}
+                tokens = _connection_options(field[1])
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"keep-alive" in tokens:
                     keep_alive = True
-                connection_upgrade = connection_upgrade or b"upgrade" in tokens
+            elif name == b"upgrade":
+                upgrade_field = True
         if hosts > 1 or (version == "1.1" and not hosts):
             raise RemoteProtocolError(400, "A request needs exactly one Host header")
         framing = request_framing(framing_fields, self.limit_body) if framing_fields else NO_BODY
-        head = Head(method, target, version, headers, keep_alive, framing)
-        # as llhttp sees it: after this message the bytes are another protocol's
-        head.upgrade = connection_upgrade and upgrade_field
+        if not upgrade_field:
+            return Head(method, target, version, headers, keep_alive, framing)
+        # the one upgrade taken (RFC 9110 7.8: never from HTTP/1.0); any other is ignored
+        if version == "1.1" and is_websocket_upgrade(headers):
+            if method != "GET" or framing.chunked or framing.content_length:
+                raise RemoteProtocolError(400, "Invalid WebSocket upgrade request")
+            head = Head(method, target, version, headers, keep_alive, NO_BODY)
+            head.upgrade = True
+            return head
+        head = Head(method, target, version, without_upgrade(headers), keep_alive, framing)
+        head.rewritten = True
         return head
 
     def _after_head(self, head: Head) -> None:
         self.keep_alive = head.keep_alive
-        self.upgrade = head.upgrade
         self.body_seen = 0
         framing = head.framing
         if framing.chunked:
@@ -455,7 +502,8 @@ def _check_partial_line(buf: bytearray, start: int, end: int) -> None:
 class GatedParser:
     """What both parser backends share: every byte through the gate, whole
     bodiless requests straight to the sink, the rest to the backend's
-    ``_feed``. A subclass sets ``upgraded`` once the stream stops being HTTP."""
+    ``_feed``; and the WebSocket upgrade, handed to the sink with the bytes
+    after its head, so no backend ever sees one."""
 
     def __init__(self, sink: Any, limits: Any) -> None:
         self.sink = sink
@@ -467,11 +515,14 @@ class GatedParser:
         if self.upgraded:
             return
         items, error = self.gate.feed(data)
-        for item in items:
-            if self.upgraded:
-                return
+        for index, item in enumerate(items):
             if type(item) is Head:  # a whole request without a body
                 self.sink.on_head(item)
+                if item.upgrade:
+                    self.upgraded = True
+                    rest = items[index + 1:]  # all bytes: after the head the gate passes them on
+                    self.sink.on_upgrade(b"".join(rest))  # type: ignore[arg-type]
+                    return
                 self.sink.on_end()
             else:
                 self._feed(item)

@@ -21,7 +21,6 @@ class H11Parser(GatedParser):
         super().__init__(sink, limits)
         self.max_head = self.gate.max_head + 1024
         self.conn = self._new()
-        self.upgrading = False
 
     def _new(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
@@ -46,11 +45,6 @@ class H11Parser(GatedParser):
                 leftover = self.conn.trailing_data[0]
                 self.conn = self._new()
                 self.sink.on_end()
-                if self.upgrading or getattr(self.sink, "upgrade_head", None) is not None:
-                    # (httptools reports every Connection: upgrade request the same way)
-                    self.upgraded = True
-                    self.sink.on_upgrade(bytes(leftover))
-                    return
                 if leftover:
                     self.conn.receive_data(leftover)
                 else:
@@ -59,6 +53,4 @@ class H11Parser(GatedParser):
                 return
 
     def _on_request(self) -> None:
-        head = self.gate.heads.popleft()
-        self.upgrading = head.upgrade
-        self.sink.on_head(head)
+        self.sink.on_head(self.gate.heads.popleft())

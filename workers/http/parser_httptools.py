@@ -25,19 +25,14 @@ class HttptoolsParser(GatedParser):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            offset = self.parser_upgrade_offset(data)
-            self.upgraded = True
-            self.sink.on_upgrade(data[offset:] if offset is not None else b"")
+            # the gate takes the WebSocket upgrade itself and drops any other
+            # from the head: llhttp is never meant to see one (a backstop)
+            raise backend_refused() from None
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, RemoteProtocolError):
                 raise exc.__context__ from None  # raised by our sink inside a callback
             invalid_coding = str(exc).startswith("Request has invalid `Transfer-Encoding`")
             raise backend_refused(501 if invalid_coding else 400) from None
-
-    @staticmethod
-    def parser_upgrade_offset(data: bytes) -> int | None:
-        end = data.find(b"\r\n\r\n")
-        return None if end < 0 else end + 4
 
     def on_headers_complete(self) -> None:
         head = self.gate.heads.popleft()
