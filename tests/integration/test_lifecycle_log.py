@@ -49,7 +49,7 @@ def _run_scenario(arbiter_process, tmp_path, log_format: str):
 def test_lifecycle_lines_in_text(arbiter_process, tmp_path) -> None:
     server, victim = _run_scenario(arbiter_process, tmp_path, "text")
     err = server.stderr
-    assert f"spawned worker 1 (pid " in err and "generation 1)" in err
+    assert "spawned worker 1 (pid " in err and "generation 1)" in err
     assert f"(pid {victim}, generation 1) was killed by SIGKILL" in err
     assert "request(s) served)" in err  # exits say uptime and requests
     assert re.search(r"recycling worker \d \(pid \d+, generation 1\): served \d+ requests "

@@ -7,7 +7,6 @@ import json
 import logging
 import signal
 
-from arbiter.heartbeat import Frame, Kind
 from arbiter.logs import JsonFormatter
 from arbiter.policy import Log
 from tests.unit.test_policy import Table
