@@ -57,6 +57,7 @@ class HttpConfig:
     root_path: str
     keep_alive_s: float
     timeout_header_s: float
+    timeout_body_s: float
     timeout_write_s: float
     graceful_timeout_s: float
     limit_request_line: int
@@ -160,7 +161,7 @@ class Config:
         return HttpConfig(
             backend=v["http"], root_path=v["root_path"].rstrip("/"),
             keep_alive_s=v["keep_alive"], timeout_header_s=v["timeout_header"],
-            timeout_write_s=v["timeout_write"], graceful_timeout_s=v["graceful_timeout"],
+            timeout_body_s=v["timeout_body"], timeout_write_s=v["timeout_write"], graceful_timeout_s=v["graceful_timeout"],
             limit_request_line=v["limit_request_line"],
             limit_request_fields=v["limit_request_fields"],
             limit_request_field_size=v["limit_request_field_size"],

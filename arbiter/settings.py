@@ -274,8 +274,12 @@ SETTINGS: tuple[Setting, ...] = (
     # -- http
     S("keep_alive", _float(0), 5.0, "Seconds an idle keep-alive connection is kept open.",
       ("--keep-alive", "--timeout-keep-alive"), section="http"),
-    S("timeout_header", _float(0), 30.0, "Seconds a client may take to send a complete request "
-      "head; 0 disables.", ("--timeout-header",), section="http"),
+    S("timeout_header", _float(0), 10.0, "Seconds a client may take to send a complete request "
+      "head, from its first byte (408 if part of a head came, a silent close if nothing did); "
+      "0 disables.", ("--timeout-header",), section="http"),
+    S("timeout_body", _float(0), 30.0, "Seconds a request body may make no progress while the "
+      "app waits for it (408 if no response has started, then close; the app gets "
+      "http.disconnect); 0 disables.", ("--timeout-body",), section="http"),
     S("timeout_write", _float(0), 30.0, "Seconds a response write may make no progress before the "
       "client is dropped; 0 disables.", ("--timeout-write",), section="http"),
     S("limit_request_line", _int(0, 65536), 8190, "Maximum bytes in the request line (414).",

@@ -10,6 +10,10 @@ Raw ASGI. Sleeps here are app behaviour (a slow handler), not test syncing.
   bytes, each built anew so the server cannot hold on to one shared object.
 - ``/blob?size=S``: S bytes in a single body message.
 - ``/scope``: JSON of the scheme, the TLS extension (if any), client and server.
+- ``/upload``: reads the body and answers with its length; if ``receive()``
+  says ``http.disconnect`` first, it notes how many bytes it had got.
+  ``/upload?respond_first=1`` sends the head and a first chunk before reading.
+- ``/uploads``: JSON list of what each ``/upload`` of this worker ended with.
 - anything else: a short text.
 """
 
@@ -17,6 +21,8 @@ import asyncio
 import json
 import os
 from urllib.parse import parse_qs
+
+_uploads = []  # what each /upload ended with, in order, for /uploads to report
 
 
 def _query(scope, name, default):
@@ -41,6 +47,9 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
+    if path == "/upload":
+        await _upload(scope, receive, send)
+        return
     while True:  # drain the request body
         message = await receive()
         if not message.get("more_body"):
@@ -70,6 +79,8 @@ async def app(scope, receive, send):
     if path == "/slow":
         await asyncio.sleep(_query(scope, "s", 1.0))
         payload = b"slow done"
+    elif path == "/uploads":
+        payload = json.dumps(_uploads).encode()
     elif path == "/pid":
         payload = str(os.getpid()).encode()
     elif path == "/scope":
@@ -80,5 +91,28 @@ async def app(scope, receive, send):
                               "server": scope["server"]}).encode()
     else:
         payload = b"Hello, world!"
+    await _start(send, length=len(payload))
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _upload(scope, receive, send):
+    respond_first = _query(scope, "respond_first", 0)
+    if respond_first:
+        await _start(send)
+        await send({"type": "http.response.body", "body": b"reading\n", "more_body": True})
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            _uploads.append({"disconnect_after": received})
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    _uploads.append({"complete": received})
+    payload = b"%d" % received
+    if respond_first:
+        await send({"type": "http.response.body", "body": payload})
+        return
     await _start(send, length=len(payload))
     await send({"type": "http.response.body", "body": payload})

@@ -117,13 +117,32 @@ def header_server(request, arbiter_process):
 
 
 def test_silent_client_is_closed_after_timeout_header(header_server) -> None:
+    """A connection that sent no byte has no request to answer: closed, silently."""
     pid = worker_pid(header_server)
     with connect(header_server) as sock:
         opened = time.monotonic()
         closed, data = wait_closed(sock, 5)
     print(f"silent client closed after {closed - opened:.2f} s")
     assert 0.9 <= closed - opened <= 2.5, closed - opened
-    assert not data.startswith(b"HTTP/1.1 200")
+    assert data == b""
+    still_serving(header_server, pid)
+
+
+def assert_one_408(data: bytes) -> None:
+    assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data
+    assert data.count(b"HTTP/1.1 ") == 1, data
+    assert b"\r\nconnection: close\r\n" in data.lower(), data
+
+
+def test_partial_head_gets_408_then_close(header_server) -> None:
+    pid = worker_pid(header_server)
+    with connect(header_server) as sock:
+        opened = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        closed, data = wait_closed(sock, 5)
+    print(f"stalled partial head answered 408 and closed after {closed - opened:.2f} s")
+    assert 0.9 <= closed - opened <= 2.5, closed - opened
+    assert_one_408(data)
     still_serving(header_server, pid)
 
 
@@ -155,7 +174,7 @@ def test_trickled_head_is_cut_at_timeout_from_first_byte(header_server) -> None:
         closed, data = wait_closed(sock, 5)
     print(f"trickled head cut {closed - first:.2f} s after its first byte")
     assert 0.9 <= closed - first <= 2.2, closed - first
-    assert b"200" not in data
+    assert_one_408(data)
     still_serving(header_server, pid)
 
 
@@ -170,9 +189,27 @@ def test_trickled_second_head_on_keep_alive_is_timed_from_its_first_byte(header_
         readable, _, _ = select.select([sock], [], [], 1.3)  # idle longer than timeout_header
         assert not readable, "closed while idle within keep-alive"
         first = trickle(sock, SLOW_HEAD, 0.1)
-        closed, _ = wait_closed(sock, 5)
+        closed, data = wait_closed(sock, 5)
     print(f"second trickled head cut {closed - first:.2f} s after its first byte")
     assert 0.9 <= closed - first <= 2.2, closed - first
+    assert_one_408(data)
+    still_serving(header_server, pid)
+
+
+def test_pipelined_partial_head_is_on_the_header_clock(header_server) -> None:
+    """Part of the next head came with the first request: once that is
+    answered, the connection is not idle (keep-alive, 5 s) but owes the rest
+    of a head (timeout_header, 1 s), and then gets its 408."""
+    pid = worker_pid(header_server)
+    with connect(header_server) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHo")
+        head, body = read_response(sock)
+        answered = time.monotonic()
+        assert head.startswith(b"HTTP/1.1 200") and int(body) == pid
+        closed, data = wait_closed(sock, 4)
+    print(f"pipelined partial head answered 408 {closed - answered:.2f} s after the first response")
+    assert closed - answered <= 2.5, closed - answered
+    assert_one_408(data)
     still_serving(header_server, pid)
 
 
@@ -198,6 +235,7 @@ def keep_alive_server(request, arbiter_process):
 
 
 def test_idle_keep_alive_connection_closes_after_keep_alive(keep_alive_server) -> None:
+    """Nothing of a next request came: closed silently, no 408."""
     with connect(keep_alive_server) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         read_response(sock)
@@ -221,6 +259,123 @@ def test_busy_keep_alive_connection_stays_open(keep_alive_server) -> None:
             readable, _, _ = select.select([sock], [], [], 0.6)  # idle, but under 1 s
             assert not readable, "closed although requests kept coming"
     assert served >= 4
+
+
+# ---------------------------------------------------------------- --timeout-body
+
+
+@pytest.fixture(params=PARSERS)
+def body_server(request, arbiter_process):
+    return start(arbiter_process, "--timeout-body", "1", "--keep-alive", "30",
+                 http=request.param)
+
+
+def uploads(server) -> list[dict]:
+    return httpx.get(server.url + "/uploads", timeout=5).json()
+
+
+def wait_upload_outcome(server, outcome: dict) -> None:
+    """The app's own account of how its /upload ended (one worker)."""
+    wait_until(lambda: outcome in uploads(server), 5,
+               message=f"the app to report {outcome} (it has {uploads(server)})")
+
+
+UPLOAD_100 = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+UPLOAD_CHUNKED = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("raw, got", [(UPLOAD_100 + b"0123456789", 10),
+                                      (UPLOAD_CHUNKED + b"5\r\nhello\r\n", 5)],
+                         ids=["content-length", "chunked"])
+def test_stalled_body_gets_408_and_the_app_sees_disconnect(body_server, raw, got) -> None:
+    pid = worker_pid(body_server)
+    with connect(body_server) as sock:
+        sock.sendall(raw)
+        stalled = time.monotonic()
+        closed, data = wait_closed(sock, 6)
+    print(f"stalled body answered 408 and closed {closed - stalled:.2f} s after its last byte")
+    assert 0.9 <= closed - stalled <= 3.0, closed - stalled
+    assert_one_408(data)
+    wait_upload_outcome(body_server, {"disconnect_after": got})
+    still_serving(body_server, pid)
+
+
+def test_stalled_body_after_the_response_started_is_only_closed(body_server) -> None:
+    """The app answered before reading: no 408 can follow a started response,
+    and the cut response must not look complete (no last chunk)."""
+    pid = worker_pid(body_server)
+    with connect(body_server) as sock:
+        sock.sendall(UPLOAD_100.replace(b"/upload", b"/upload?respond_first=1") + b"0123456789")
+        stalled = time.monotonic()
+        closed, data = wait_closed(sock, 6)
+    print(f"stalled body (response started) closed {closed - stalled:.2f} s after its last byte")
+    assert 0.9 <= closed - stalled <= 3.0, closed - stalled
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.count(b"HTTP/1.1 ") == 1, data
+    assert data.endswith(b"\r\n\r\n8\r\nreading\n\r\n"), data  # the first chunk, no end
+    wait_upload_outcome(body_server, {"disconnect_after": 10})
+    still_serving(body_server, pid)
+
+
+def test_steady_slow_body_sender_is_not_dropped(body_server) -> None:
+    """One byte every 0.3 s is progress: 12 bytes take over three timeouts."""
+    with connect(body_server) as sock:
+        sock.sendall(UPLOAD_100.replace(b"100", b"12"))
+        began = time.monotonic()
+        for i in range(12):
+            readable, _, _ = select.select([sock], [], [], 0.3)  # the sender's pace
+            assert not readable, f"the server answered after {i} of 12 body bytes"
+            sock.sendall(b"x")
+        head, body = read_response(sock)
+        elapsed = time.monotonic() - began
+    print(f"slow body sender: 12 bytes in {elapsed:.1f} s (--timeout-body 1), served")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"12"
+    assert elapsed >= 3.0
+    wait_upload_outcome(body_server, {"complete": 12})
+
+
+@pytest.mark.parametrize("raw", [b"GET /slow?s=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+                                 b"POST /slow?s=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"],
+                         ids=["no-body", "body-then-slow-app"])
+def test_a_slow_app_is_not_taken_for_a_stalled_body(body_server, raw) -> None:
+    """The body clock runs only while the app waits on the client: an app
+    that takes 2 s after its body (or with none) is answered."""
+    with connect(body_server) as sock:
+        sock.sendall(raw)
+        if raw.startswith(b"POST"):
+            readable, _, _ = select.select([sock], [], [], 0.3)  # the app waits for the body
+            assert not readable
+            sock.sendall(b"body")
+        head, body = read_response(sock)
+    assert head.startswith(b"HTTP/1.1 200") and body == b"slow done", (head, body)
+
+
+def test_stalled_body_frees_its_concurrency_slot(arbiter_process) -> None:
+    """With --limit-concurrency 1, a stalled upload holds the only slot (the
+    worker stops accepting) until its 408; then the next client is served."""
+    server = start(arbiter_process, "--limit-concurrency", "1", "--timeout-body", "1")
+    pid = worker_pid(server)
+    with connect(server) as stalled:
+        # Expect: 100-continue shows when the app runs (and so holds the slot)
+        stalled.sendall(UPLOAD_100.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            chunk = stalled.recv(4096)
+            assert chunk, interim
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+        stalled.sendall(b"0123456789")
+        began = time.monotonic()
+        with connect(server) as waiting:  # the kernel completes the handshake for the queue
+            waiting.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            # a short look (not a wait for state): nothing may come while the slot is held
+            assert not select.select([waiting], [], [], 0.3)[0], "answered while saturated"
+            assert not server_side_of(pid, waiting), "accepted while saturated"
+            served, data = wait_closed(waiting, 8)
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(str(pid).encode()), data
+        _, answer = wait_closed(stalled, 5)
+    print(f"the queued client was served {served - began:.2f} s after the upload stalled")
+    assert_one_408(answer)
+    assert served - began >= 0.9
 
 
 # ---------------------------------------------------------------- --timeout-write

@@ -248,7 +248,46 @@ def test_silent_client_on_tls_is_closed_after_timeout_header(arbiter_process, ce
         closed, data = wait_closed(sock, 5)
     print(f"silent TLS client ({loop}) closed after {closed - opened:.2f} s")
     assert 0.9 <= closed - opened <= 2.5
+    assert data == b""
     assert scope_of(server, client_context(certs))["scheme"] == "https"
+
+
+def client_hello(certs: Path) -> bytes:
+    """The first flight of a real TLS client, made without a socket."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(certs).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_stalled_tls_handshake_is_closed_without_an_http_answer(arbiter_process, certs, loop):
+    """Half a ClientHello, then a stall: --timeout-header bounds the handshake,
+    and a 408 has no place on a connection that never got to speak TLS."""
+    server = start_tls(arbiter_process, certs, "--timeout-header", "1", loop=loop).wait_ready()
+    hello = client_hello(certs)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        opened = time.monotonic()
+        sock.sendall(hello[:len(hello) // 2])
+        closed, data = wait_closed(sock, 5)
+    print(f"stalled TLS handshake ({loop}) closed after {closed - opened:.2f} s")
+    assert 0.9 <= closed - opened <= 2.5
+    assert data == b""
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_partial_head_over_tls_gets_408(arbiter_process, certs, loop) -> None:
+    """Once TLS is up, a stalled head is answered as on plain HTTP, encrypted."""
+    server = start_tls(arbiter_process, certs, "--timeout-header", "1", loop=loop).wait_ready()
+    with socket_to(server, client_context(certs)) as sock:
+        opened = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        closed, data = wait_closed(sock, 5)
+    print(f"partial head over TLS ({loop}) answered after {closed - opened:.2f} s")
+    assert 0.9 <= closed - opened <= 2.5
+    assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data
+    assert data.count(b"HTTP/1.1 ") == 1, data
 
 
 def test_rfc4514_names() -> None:

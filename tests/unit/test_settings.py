@@ -36,6 +36,20 @@ def test_defaults() -> None:
     assert config.sources["workers"] == "default"
 
 
+def test_http_timeout_defaults_and_their_env_vars() -> None:
+    """A 1 byte/s head may hold a connection 10 s, a stalled body 30 s, by default."""
+    http = resolve({}, {}).http()
+    assert http.timeout_header_s == 10.0
+    assert http.timeout_body_s == 30.0
+    assert http.keep_alive_s == 5.0 and http.timeout_write_s == 30.0
+    http = resolve({}, {"ARBITER_TIMEOUT_BODY": "2.5", "ARBITER_TIMEOUT_HEADER": "0"}).http()
+    assert http.timeout_body_s == 2.5 and http.timeout_header_s == 0.0
+    assert BY_NAME["timeout_body"].flags == ("--timeout-body",)
+    with pytest.raises(ConfigError) as info:
+        resolve({"timeout_body": "-1"}, {})
+    assert "--timeout-body" in str(info.value)
+
+
 def test_precedence_cli_over_env_over_file_over_default() -> None:
     env = {"ARBITER_WORKERS": "3"}
     file_values = {"workers": 5, "backlog": 100}

@@ -1,6 +1,6 @@
 """Transport <-> parser <-> cycle: the only asyncio glue of the HTTP stack.
 
-Owns reads, writes, timers (header, keep-alive), flow control, pipelining
+Owns reads, writes, timers (header, keep-alive, body, write), flow control, pipelining
 (one cycle at a time, reading paused meanwhile) and handing a websocket
 upgrade to ``workers.websocket``.
 """
@@ -24,6 +24,7 @@ from workers.http.framing import Head
 from workers.http.proxy import apply_proxy_headers
 from workers.http.proxy_protocol import (ProxyProtocolError, ProxyProtocolParser, ProxyResult,
                                           could_start_header)
+from workers.http.timeouts import Expiry, on_deadline
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -295,6 +296,11 @@ class HttpConnection(asyncio.Protocol):
 
     def wait_body(self) -> asyncio.Future[None]:
         self.body_waiter = self.loop.create_future()
+        if self.parsing is not None and self.parsing is self.running \
+                and self.config.timeout_body_s:
+            # the app waits on a body the client still owes: each wait (so
+            # each arrival of bytes) restarts the clock; only a stall runs out
+            self._arm(self.config.timeout_body_s)
         return self.body_waiter
 
     def pause_reading(self) -> None:
@@ -393,6 +399,9 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.cycles:
             self.loop.call_soon(self._run_next)  # not recursively: pipelines can be long
+        elif self.parser.head_pending():  # part of the next head came already
+            self.head_timer = True
+            self._arm(self.config.timeout_header_s)
         else:
             self._arm(self.config.keep_alive_s)
         self.resume_reading()
@@ -426,8 +435,31 @@ class HttpConnection(asyncio.Protocol):
             self.timer = self.loop.call_at(deadline, self._timed_out)
             return
         self.deadline = None
-        if not self.cycles:
-            self._close()
+        cycle = self.cycles[0] if self.cycles else None
+        verdict = on_deadline(
+            between_requests=cycle is None, head_started=self.parser.head_pending(),
+            app_awaits_body=cycle is not None and cycle is self.parsing
+            and self.body_waiter is not None and not self.body_waiter.done(),
+            response_started=cycle is not None and cycle.response_started)
+        if verdict is Expiry.KEEP:
+            return  # a stale body deadline: the app is not waiting (it re-arms if it does)
+        if cycle is None:
+            if verdict is Expiry.ANSWER_408:
+                self._reject(408, "Request Timeout")
+            else:
+                self._close()
+            return
+        log.info("closing a connection from %s: no request body bytes for %.0f s",
+                 self.client, self.config.timeout_body_s)
+        if verdict is Expiry.ANSWER_408:
+            self.write(simple_response(408, "Request Timeout", self.server.default_headers()))
+            cycle.status = 408
+            cycle.response_started = cycle.response_complete = True  # the app cannot answer now
+            self.cycle_done(cycle)
+        cycle.keep_alive = False
+        self._close()
+        cycle.client_gone()
+        self._wake_body()  # the app's receive() returns http.disconnect
 
     def _reject(self, status: int, message: str) -> None:
         if not self.cycles or not self.cycles[0].response_started:

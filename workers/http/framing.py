@@ -277,6 +277,10 @@ class RequestGate:
             items.append(data if run == 0 and pos == size else data[run:pos])
         return items, None
 
+    def head_pending(self) -> bool:
+        """Bytes of an unfinished head are held (a whole head never is)."""
+        return self.state == _HEAD and bool(self.buf)
+
     # -------------------------------------------------------------- helpers
 
     def _fast_head(self, data: bytes, match: re.Match[bytes]) -> Head | None:
@@ -528,6 +532,11 @@ class GatedParser:
                 self._feed(item)
         if error is not None:
             raise error
+
+    def head_pending(self) -> bool:
+        """Part of a request head has arrived and waits for the rest (blank
+        lines before a request line do not count: RFC 9112 2.2 ignores them)."""
+        return self.gate.head_pending()
 
     def _feed(self, data: bytes) -> None:
         raise NotImplementedError
