@@ -141,6 +141,9 @@ class Arbiter:
             log.info("Listening at: %s (%d)", listener.url(tls=self.config.http().tls is not None),
                      os.getpid())
         log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
+        log.debug("listener fds %s; --timeout %g s, --boot-timeout %g s, --graceful-timeout "
+                  "%g s", [listener.sock.fileno() for listener in self.listeners],
+                  arb.timeout_s, arb.boot_timeout_s, arb.graceful_timeout_s)
         self.call_hook("when_ready")
 
     @staticmethod

@@ -13,7 +13,7 @@ import os
 import time
 from urllib.parse import parse_qs
 
-time.sleep(float(os.environ.get("BLOCK_AT_IMPORT", "0")))  # noqa: sleep (a slow import)
+time.sleep(float(os.environ.get("BLOCK_AT_IMPORT", "0")))  # deliberate (noqa: sleep) (a slow import)
 
 
 def _seconds(scope):
@@ -30,9 +30,9 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["path"] == "/block":
-        time.sleep(_seconds(scope))  # THE BLOCKING LINE  # noqa: sleep (blocks on purpose)
+        time.sleep(_seconds(scope))  # THE BLOCKING LINE  # deliberate (noqa: sleep) (blocks on purpose)
     elif scope["path"] == "/await":
-        await asyncio.sleep(_seconds(scope))  # noqa: sleep (awaits on purpose)
+        await asyncio.sleep(_seconds(scope))  # deliberate (noqa: sleep) (awaits on purpose)
     body = b"ok"
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),

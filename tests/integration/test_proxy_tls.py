@@ -151,7 +151,7 @@ def test_one_deadline_bounds_the_header_and_the_handshake(arbiter_process, certs
     with socket.create_connection(server.address, timeout=10) as sock:
         accepted = time.monotonic()
         sock.sendall(header[:8])
-        time.sleep(1.5)  # noqa: sleep (a slow balancer: most of the budget goes on the header)
+        time.sleep(1.5)  # deliberate (noqa: sleep) (a slow balancer: most of the budget goes on the header)
         sock.sendall(header[8:])  # then no ClientHello
         closed_at, _ = wait_closed(sock, timeout=15)
     # one deadline from the accept: ~2 s; a fresh one for the handshake would give >= 3.5 s

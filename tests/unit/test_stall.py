@@ -154,9 +154,9 @@ def test_watcher_on_a_real_loop_warns_for_sleep_not_for_await(
 
     async def scenario() -> None:
         watcher.start()
-        await asyncio.sleep(0.3)  # noqa: sleep (an awaiting handler: must not warn)
-        time.sleep(0.3)  # BLOCKS THE LOOP  # noqa: sleep (the stall under test)
-        await asyncio.sleep(0.1)  # noqa: sleep (let the loop refresh after the stall)
+        await asyncio.sleep(0.3)  # deliberate (noqa: sleep) (an awaiting handler: must not warn)
+        time.sleep(0.3)  # BLOCKS THE LOOP  # deliberate (noqa: sleep) (the stall under test)
+        await asyncio.sleep(0.1)  # deliberate (noqa: sleep) (let the loop refresh after the stall)
         watcher.stop()
 
     with caplog.at_level(logging.WARNING, logger="arbiter.error"):
