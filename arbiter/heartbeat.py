@@ -40,6 +40,15 @@ class MasterGone(Exception):
 MAX_TEXT = 60000
 
 
+def tick_interval_s(timeout_s: float) -> float:
+    """How often a ready worker sends TICK: a fifth of --timeout, within 0.2..1 s.
+
+    Both sides need it: the worker to schedule its TICKs, the master to judge
+    whether a worker's last frame is recent (the systemd watchdog).
+    """
+    return max(0.2, min(1.0, timeout_s / 5)) if timeout_s else 1.0
+
+
 def encode(kind: Kind, requests: int = 0, connections: int = 0) -> bytes:
     return _FRAME.pack(kind, min(requests, _U32), min(connections, _U32))
 

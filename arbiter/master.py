@@ -87,6 +87,7 @@ class Arbiter:
         self._wakeup_r = self._wakeup_w = -1
         self._next_rss_sample = 0.0
         self._announced_ready = False
+        self.notifier = systemd.Notifier(os.environ, os.getpid(), time.monotonic())
         self.reexec = reexec.Reexec(self)
         self.reloader: Any = None
         self.log = log  # for hooks written for gunicorn (server.log.info(...))
@@ -198,6 +199,7 @@ class Arbiter:
                 code = self._execute(self.policy.tick(time.monotonic()))
                 if code is not None:
                     return code
+                self._notify_systemd(time.monotonic())
         finally:
             self._cleanup()
 
@@ -214,7 +216,14 @@ class Arbiter:
         if self.reloader is not None:
             from arbiter.reloader import POLL_INTERVAL_S
             budget = min(budget, POLL_INTERVAL_S)
+        notify_deadline = self.notifier.deadline(self.policy, self._announced_ready, now)
+        if notify_deadline is not None:
+            budget = min(budget, notify_deadline - now)
         return max(0.0, budget)
+
+    def _notify_systemd(self, now: float) -> None:
+        """WATCHDOG=1, EXTEND_TIMEOUT_USEC= and STATUS= when due, and the process title."""
+        self.notifier.poll(self.policy, self._announced_ready, self.config.proc_name, now)
 
     def _read_pipe(self, pipe: _WorkerPipe) -> None:
         try:
@@ -326,6 +335,7 @@ class Arbiter:
                 new_config = self.reload_config()
             except Exception as exc:  # a broken config file must not stop the service
                 log.error("reload: cannot load the new config, keeping the old one: %s", exc)
+                self.notifier.note = "last reload failed: invalid config"
                 systemd.ready("reload failed: invalid config; old generation serving")
                 return
         if new_config.addresses != self.config.addresses:
@@ -362,10 +372,12 @@ class Arbiter:
                 self.config = self.configs.get(self.policy.generation, self.config)
                 self.policy.config = self._policy_config(self.config)
                 self.policy.target = self.config.arbiter().workers
+                self.notifier.note = f"last reload failed: {action.reason}"
                 systemd.ready(f"reload failed: {action.reason}")
             elif isinstance(action, ReloadDone):
                 for generation in [g for g in self.configs if g < action.generation]:
                     del self.configs[generation]
+                self.notifier.note = ""
                 systemd.ready(f"generation {action.generation} serving")
             elif isinstance(action, Halt):
                 return action.code

@@ -173,6 +173,7 @@ class Reexec:
             handed.append(Handed(pid, record.slot, pipe.fd, record.phase))
         env = dict(os.environ)
         env.update(sockets.export_for_exec(a.listeners))
+        env.update(a.notifier.exec_environ(os.getpid()))
         env[ADOPT_ENV] = encode_handover(handed)
         log.info("re-executing the master in place (pid %d), handing over %d listener(s) and "
                  "%d worker(s)", os.getpid(), len(a.listeners), len(handed))

@@ -21,7 +21,7 @@ from typing import Any
 from arbiter import process
 from arbiter.config import WorkerConfig
 from arbiter.errors import AppLoadError, BootError, ExitCode
-from arbiter.heartbeat import HeartbeatWriter, Kind, MasterGone
+from arbiter.heartbeat import HeartbeatWriter, Kind, MasterGone, tick_interval_s
 from arbiter.importer import load_app
 from workers.stall import LoopStallWatcher
 
@@ -72,8 +72,7 @@ class Worker:
         self.quick_stop = False
         self.ready = False
         self._stall_watcher: LoopStallWatcher | None = None
-        self._tick_interval_s = max(0.2, min(1.0, config.timeout_s / 5)) \
-            if config.timeout_s else 1.0
+        self._tick_interval_s = tick_interval_s(config.timeout_s)
 
     # ------------------------------------------------------------ lifecycle
 

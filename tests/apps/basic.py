@@ -50,6 +50,8 @@ async def app(scope, receive, send):
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
             "extensions": sorted(scope.get("extensions") or {}),
         }).encode()
+    elif path == "/env":  # the names of the worker's environment variables
+        payload = json.dumps(sorted(os.environ)).encode()
     elif path == "/error":
         raise RuntimeError("boom")
     else:
