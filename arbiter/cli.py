@@ -7,15 +7,16 @@ as raw strings here and validated once, in ``arbiter.config.resolve``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from arbiter import __version__
+from arbiter import __version__, control
 from arbiter.config import Config, resolve
 from arbiter.errors import ArbiterError, ExitCode, UsageError
-from arbiter.settings import SETTINGS
+from arbiter.settings import BY_NAME, SETTINGS, Setting
 
 SECTIONS = {"app": "app", "sockets": "sockets", "workers": "workers and supervision",
             "http": "HTTP", "tls": "TLS", "logging": "logging"}
@@ -24,22 +25,12 @@ SECTIONS = {"app": "app", "sockets": "sockets", "workers": "workers and supervis
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arbiter", description="Pre-fork process manager and ASGI server.",
-        epilog="Every setting can also come from ARBITER_<NAME> env vars or a --config file.")
+        epilog="Every setting can also come from ARBITER_<NAME> env vars or a --config file. "
+               "Commands to a running server (over its --control-socket): arbiter status, "
+               "reload, scale N|+N|-N, reopen-logs, stop; see arbiter status --help.")
     groups = {key: parser.add_argument_group(title) for key, title in SECTIONS.items()}
     for s in SETTINGS:
-        group = groups[s.section]
-        help_text = f"{s.help} [env {s.env_var}]".replace("%", "%%")
-        if s.kind == "positional":
-            group.add_argument(s.name, nargs="?", default=None, metavar=s.metavar, help=help_text)
-        elif s.kind == "bool":
-            group.add_argument(*s.flags, dest=s.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        elif s.kind == "list":
-            group.add_argument(*s.flags, dest=s.name, action="append", default=None,
-                               metavar=s.metavar, help=help_text)
-        else:
-            group.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar,
-                               help=help_text)
+        _add_setting(groups[s.section], s)
     parser.add_argument("--check-config", action="store_true",
                         help="Load the config and the app, then exit 0, or non-zero with the "
                              "reason.")
@@ -47,6 +38,92 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Print every resolved setting and where it came from, then exit.")
     parser.add_argument("--version", action="version", version=f"arbiter {__version__}")
     return parser
+
+
+def _add_setting(group: Any, s: Setting) -> None:
+    help_text = f"{s.help} [env {s.env_var}]".replace("%", "%%")
+    if s.kind == "positional":
+        group.add_argument(s.name, nargs="?", default=None, metavar=s.metavar, help=help_text)
+    elif s.kind == "bool":
+        group.add_argument(*s.flags, dest=s.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=help_text)
+    elif s.kind == "list":
+        group.add_argument(*s.flags, dest=s.name, action="append", default=None,
+                           metavar=s.metavar, help=help_text)
+    else:
+        group.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar,
+                           help=help_text)
+
+
+COMMAND_HELP = {
+    "status": "Show the master and a table of its workers.",
+    "reload": "Rolling reload (as SIGHUP); returns once the new generation is serving, or "
+              "exits 1 with the reason it was aborted.",
+    "scale": "Set the worker count to N, or change it by +N / -N (never below 1), as "
+             "SIGTTIN/SIGTTOU do; returns once that many workers are ready.",
+    "reopen-logs": "Reopen the log files in the master and every worker (as SIGUSR1).",
+    "stop": "Graceful stop (as SIGTERM), or --quick (as SIGINT); returns once the master "
+            "has exited.",
+}
+
+
+def build_command_parser() -> argparse.ArgumentParser:
+    """``arbiter COMMAND``: the control socket's client (COMMAND is the first argument)."""
+    parser = argparse.ArgumentParser(
+        prog="arbiter", description="Send a command to a running arbiter over its control "
+                                    "socket (the server runs with --control-socket PATH).")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_setting(common, BY_NAME["control_socket"])
+    _add_setting(common, BY_NAME["config"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in control.COMMANDS:
+        sub = commands.add_parser(name, parents=[common], help=COMMAND_HELP[name],
+                                  description=COMMAND_HELP[name])
+        if name == "status":
+            sub.add_argument("--json", action="store_true",
+                             help="Print the status as one JSON object.")
+        elif name == "scale":
+            sub.add_argument("workers", metavar="N|+N|-N", help="3, +2 or -1")
+        elif name == "stop":
+            sub.add_argument("--quick", action="store_true",
+                             help="Quick stop (as SIGINT) instead of a graceful one.")
+    return parser
+
+
+def command_main(argv: list[str]) -> NoReturn:
+    """Run one control command; exit 0 on success, 1 with the master's reason, 2 on usage."""
+    args = build_command_parser().parse_args(argv)
+    try:
+        config = load_config({"control_socket": args.control_socket, "config": args.config},
+                             dict(os.environ))
+        path = config["control_socket"]
+        if not path:
+            raise UsageError(f"{args.command}: no control socket given: pass --control-socket "
+                             f"PATH or set ARBITER_CONTROL_SOCKET (the server's own setting)")
+        if args.command == "scale":
+            try:
+                request = control.parse_scale(args.workers)
+            except control.RequestError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            request = control.Request(args.command, quick=getattr(args, "quick", False))
+        reply = control.call(path, request)
+    except ArbiterError as exc:
+        _fail(str(exc), exc.exit_code, exc)
+    except KeyboardInterrupt:
+        print(f"arbiter: {args.command}: interrupted; the master carries on", file=sys.stderr)
+        sys.exit(ExitCode.RUNTIME_ERROR)
+    if not reply["ok"]:
+        print(f"arbiter: {args.command}: {reply.get('error', 'failed')}", file=sys.stderr)
+        sys.exit(ExitCode.RUNTIME_ERROR)
+    if args.command == "status":
+        status = {k: v for k, v in reply.items() if k != "ok"}
+        print(json.dumps(status, indent=2) if args.json else control.format_status(status))
+    elif args.command == "stop":
+        print(f"master {reply.get('pid')} has exited")
+    else:
+        print(reply.get("message", "done"))
+    sys.exit(ExitCode.OK)
 
 
 def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str],
@@ -158,7 +235,10 @@ def access_log_file_forms(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    argv = access_log_file_forms(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and control.is_command(argv[0]):
+        command_main(argv)
+    argv = access_log_file_forms(argv)
     args = vars(build_parser().parse_args(argv))
     check, show = args.pop("check_config"), args.pop("print_config")
     environ = dict(os.environ)

@@ -118,6 +118,7 @@ class ArbiterConfig:
     addresses: tuple[Address, ...]
     backlog: int
     uds_mode: int | None
+    control_socket: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Config:
             preload=v["preload"], reload=v["reload"], reload_dirs=v["reload_dirs"],
             reload_include=v["reload_include"], reload_exclude=v["reload_exclude"],
             pid_file=v["pid"], proc_name=self.proc_name, addresses=self.addresses,
-            backlog=v["backlog"], uds_mode=v["uds_mode"],
+            backlog=v["backlog"], uds_mode=v["uds_mode"], control_socket=v["control_socket"],
         )
 
 

@@ -64,3 +64,9 @@ class PidfileError(ArbiterError):
     """The pid file names a live process or cannot be written."""
 
     exit_code = ExitCode.RUNTIME_ERROR
+
+
+class ControlError(ArbiterError):
+    """A control command could not reach the master, or the master refused or aborted it."""
+
+    exit_code = ExitCode.RUNTIME_ERROR

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import heartbeat, pidfile, process, reexec, sockets, systemd
+from arbiter import control_server, heartbeat, pidfile, process, reexec, sockets, systemd
 from arbiter.config import Config
 from arbiter.errors import ExitCode
 from arbiter.policy import (
@@ -89,6 +89,7 @@ class Arbiter:
         self._announced_ready = False
         self.notifier = systemd.Notifier(os.environ, os.getpid(), time.monotonic())
         self.reexec = reexec.Reexec(self)
+        self.control = control_server.ControlServer(self)
         self.reloader: Any = None
         self.log = log  # for hooks written for gunicorn (server.log.info(...))
         arb = config.arbiter()
@@ -116,6 +117,12 @@ class Arbiter:
         self.call_hook("on_starting")
         self.listeners = sockets.open_listeners(arb.addresses, arb.backlog, arb.uds_mode,
                                                 os.environ)
+        try:
+            self.control.open(arb.control_socket, os.environ)
+        except BaseException:
+            for listener in self.listeners:
+                listener.close(unlink=True)
+            raise
         if self.pid_file:
             pidfile.write(self.pid_file, os.getpid())
         os.environ.pop(sockets.INHERIT_ENV, None)
@@ -184,11 +191,13 @@ class Arbiter:
             while True:
                 now = time.monotonic()
                 timeout = self._sleep_budget(now)
-                for key, _ in self.selector.select(timeout):
+                for key, mask in self.selector.select(timeout):
                     if key.fd == self._wakeup_r:
                         _drain(self._wakeup_r)
-                    else:
+                    elif isinstance(key.data, _WorkerPipe):
                         self._read_pipe(key.data)
+                    else:  # a socket the master serves (control): it brings its own handler
+                        key.data(mask)
                 now = time.monotonic()
                 while self.signals:
                     self._handle_signal(self.signals.popleft(), now)
@@ -200,6 +209,7 @@ class Arbiter:
                 if code is not None:
                     return code
                 self._notify_systemd(time.monotonic())
+                self.control.poll(time.monotonic())
         finally:
             self._cleanup()
 
@@ -219,6 +229,9 @@ class Arbiter:
         notify_deadline = self.notifier.deadline(self.policy, self._announced_ready, now)
         if notify_deadline is not None:
             budget = min(budget, notify_deadline - now)
+        control_deadline = self.control.deadline()
+        if control_deadline is not None:
+            budget = min(budget, control_deadline - now)
         return max(0.0, budget)
 
     def _notify_systemd(self, now: float) -> None:
@@ -298,36 +311,51 @@ class Arbiter:
         if sig == signal.SIGCHLD:
             return  # reaping happens every pass
         if sig == signal.SIGUSR1:  # reopen first, so this line lands in the new file
-            from arbiter import logs
-            logs.reopen()
-            workers = list(self.policy.pids())
-            self._execute([Kill(pid, signal.SIGUSR1) for pid in workers])
+            count = self.reopen_logs()
             log.info("received SIGUSR1: log files reopened here and signalled to %d worker(s)",
-                     len(workers))
+                     count)
             return
         log.info("received %s", sig.name)
         if sig == signal.SIGTERM:
-            systemd.stopping("graceful stop")
-            self._execute(self.policy.stop(graceful=True, now=now))
+            self.request_stop(graceful=True, now=now)
         elif sig in (signal.SIGINT, signal.SIGQUIT):
-            systemd.stopping("quick stop")
-            self._execute(self.policy.stop(graceful=False, now=now))
+            self.request_stop(graceful=False, now=now)
         elif sig == signal.SIGHUP:
-            if self.config.arbiter().preload:
-                log.info("--preload: a reload must load new code, so re-executing the master")
-                self.reexec.request(now, reload_hook=True)
-            else:
-                self._reload(now)
+            self.request_reload(now)
         elif sig == signal.SIGTTIN:
-            self._execute(self.policy.scale(+1, now))
+            self.request_scale(+1, now)
         elif sig == signal.SIGTTOU:
-            self._execute(self.policy.scale(-1, now))
+            self.request_scale(-1, now)
         elif sig == signal.SIGUSR2:
             self.reexec.request(now, reload_hook=False)
 
-    def _reload(self, now: float) -> None:
+    # What a signal asks for, one method each; the control socket's commands call the same.
+
+    def reopen_logs(self) -> int:
+        """Reopen log files here and tell every worker to; returns how many were told."""
+        from arbiter import logs
+        logs.reopen()
+        workers = list(self.policy.pids())
+        self._execute([Kill(pid, signal.SIGUSR1) for pid in workers])
+        return len(workers)
+
+    def request_stop(self, graceful: bool, now: float) -> None:
+        systemd.stopping("graceful stop" if graceful else "quick stop")
+        self._execute(self.policy.stop(graceful=graceful, now=now))
+
+    def request_scale(self, delta: int, now: float) -> None:
+        self._execute(self.policy.scale(delta, now))
+
+    def request_reload(self, now: float) -> str | None:
+        """A rolling reload (a re-exec under --preload); returns why it did not start."""
+        if self.config.arbiter().preload:
+            log.info("--preload: a reload must load new code, so re-executing the master")
+            return self.reexec.request(now, reload_hook=True)
+        return self._reload(now)
+
+    def _reload(self, now: float) -> str | None:
         if self.policy.stopping:
-            return
+            return "the server is stopping"
         systemd.reloading("reloading")
         new_config = self.config
         if self.reload_config is not None:
@@ -337,7 +365,7 @@ class Arbiter:
                 log.error("reload: cannot load the new config, keeping the old one: %s", exc)
                 self.notifier.note = "last reload failed: invalid config"
                 systemd.ready("reload failed: invalid config; old generation serving")
-                return
+                return f"reload: cannot load the new config, keeping the old one: {exc}"
         if new_config.addresses != self.config.addresses:
             log.warning("reload: bind addresses changed; that takes a restart, keeping the "
                         "current listeners")
@@ -351,6 +379,7 @@ class Arbiter:
         actions = self.policy.request_reload(now)
         self.configs[self.policy.generation] = new_config
         self._execute(actions)
+        return None
 
     # ---------------------------------------------------------------- actions
 
@@ -374,11 +403,13 @@ class Arbiter:
                 self.policy.target = self.config.arbiter().workers
                 self.notifier.note = f"last reload failed: {action.reason}"
                 systemd.ready(f"reload failed: {action.reason}")
+                self.control.reload_failed(action.generation, action.reason)
             elif isinstance(action, ReloadDone):
                 for generation in [g for g in self.configs if g < action.generation]:
                     del self.configs[generation]
                 self.notifier.note = ""
                 systemd.ready(f"generation {action.generation} serving")
+                self.control.reload_finished(action.generation)
             elif isinstance(action, Halt):
                 return action.code
         if not self._announced_ready and self.policy.ever_ready and not self.policy.stopping:
@@ -425,6 +456,7 @@ class Arbiter:
             for pipe in self.pipes.values():
                 os.close(pipe.fd)
             self.selector.close()
+            self.control.close_in_child()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
             self.call_hook("post_fork", info, config=config)
@@ -477,6 +509,7 @@ class Arbiter:
             self.reloader.close()
         for listener in self.listeners:
             listener.close(unlink=True)
+        self.control.close()
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
         self.call_hook("on_exit")

@@ -200,6 +200,11 @@ class Supervisor:
     def ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.phase is Phase.READY)
 
+    def at_target(self) -> bool:
+        """Settled: exactly ``target`` workers, each ready and current (a scale is done)."""
+        return len(self.workers) == self.target and all(
+            w.phase is Phase.READY and self._current(w) for w in self.workers.values())
+
     def _current(self, w: WorkerRecord) -> bool:
         return (w.generation == self.generation and w.recycle_reason is None
                 and w.phase is not Phase.RETIRING)
@@ -352,7 +357,8 @@ class Supervisor:
         before = self.target
         self.target = max(1, self.target + delta)
         if self.target == before:
-            return [Log("info", f"already at the minimum of {before} worker")]
+            return [Log("info", f"already at the minimum of {before} worker" if delta < 0
+                        else f"workers: already {before}")]
         return [Log("info", f"workers: {before} -> {self.target}"), *self.tick(now)]
 
     def stop(self, graceful: bool, now: float) -> list[Action]:

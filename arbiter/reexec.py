@@ -83,14 +83,17 @@ class Reexec:
     def deadline(self) -> float | None:
         return self.check.deadline if self.check is not None else None
 
-    def request(self, now: float, reload_hook: bool) -> None:
-        """Start the pre-flight check of the new command line (a newer request restarts it)."""
+    def request(self, now: float, reload_hook: bool) -> str | None:
+        """Start the pre-flight check of the new command line (a newer request restarts it).
+
+        Returns why it could not start; a later cancellation is told to the control socket.
+        """
         a = self.arbiter
         if a.reexec_argv is None:
             log.error("cannot re-exec a master started from Python; ignoring the signal")
-            return
+            return "cannot re-exec a master started from Python"
         if a.policy.stopping:
-            return
+            return "the server is stopping"
         if self.check is not None:  # a newer request: check the newest code instead
             log.info("re-exec: restarting the pre-flight check for the newest code")
             self.stop_check()
@@ -104,12 +107,13 @@ class Reexec:
         except OSError as exc:
             output.close()
             log.error("re-exec cancelled: cannot run the pre-flight check: %s", exc)
-            return
+            return f"re-exec cancelled: cannot run the pre-flight check: {exc}"
         systemd.reloading("checking the new master before re-executing")
         timeout = a.config.arbiter().boot_timeout_s or 60.0
         self.check = _Precheck(pid, output, now + timeout, reload_hook)
         log.info("re-exec: checking that the new master starts (config and app load, pid %d)",
                  pid)
+        return None
 
     def child_exited(self, pid: int, status: int) -> bool:
         """True if ``pid`` was the pre-flight check (then exec, or say why not)."""
@@ -134,6 +138,9 @@ class Reexec:
         log.error("re-exec cancelled: the new master would not start (check exited with %s); "
                   "this master and its workers keep serving:\n%s", code, why)
         systemd.ready("re-exec cancelled: the new master would not start")
+        self.arbiter.control.reexec_cancelled(
+            f"re-exec cancelled: the new master would not start (check exited with {code}): "
+            f"{lines[-1] if lines else why}")
         return True
 
     def poll(self, now: float) -> None:
@@ -147,6 +154,9 @@ class Reexec:
                       check.deadline - check.started)
             self.stop_check()
             systemd.ready("re-exec cancelled: the check timed out")
+            self.arbiter.control.reexec_cancelled(
+                f"re-exec cancelled: the pre-flight check did not finish within "
+                f"{check.deadline - check.started:.0f} s")
 
     def stop_check(self) -> None:
         check, self.check = self.check, None
@@ -174,6 +184,7 @@ class Reexec:
         env = dict(os.environ)
         env.update(sockets.export_for_exec(a.listeners))
         env.update(a.notifier.exec_environ(os.getpid()))
+        env.update(a.control.export_for_exec())
         env[ADOPT_ENV] = encode_handover(handed)
         log.info("re-executing the master in place (pid %d), handing over %d listener(s) and "
                  "%d worker(s)", os.getpid(), len(a.listeners), len(handed))
@@ -190,6 +201,7 @@ class Reexec:
             for w in handed:
                 os.set_inheritable(w.fd, False)
             log.error("re-exec failed, the current master keeps running: %s", exc)
+            a.control.exec_failed(f"re-exec failed: {exc}")
 
 
 def take_handover(environ: Any) -> list[Handed]:

@@ -229,6 +229,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("backlog", _int(1, 65535), 2048, "Listen backlog.", ("--backlog",), section="sockets"),
     S("uds_mode", _octal_mode, None, "File mode (octal) for unix sockets arbiter creates.",
       ("--uds-mode",), metavar="MODE", section="sockets"),
+    S("control_socket", _optional_str, None, "Unix socket (created mode 0600) on which the "
+      "master takes commands: arbiter status, reload, scale, reopen-logs, stop. Off by default.",
+      ("--control-socket",), metavar="PATH", section="sockets"),
     # -- workers
     S("workers", _int(1, 512), 1, "Number of worker processes.", ("-w", "--workers"),
       section="workers", default_env="WEB_CONCURRENCY"),

@@ -68,6 +68,20 @@ def open_listeners(addresses: Iterable[Address], backlog: int, uds_mode: int | N
     return listeners
 
 
+def open_unix(path: str, mode: int, backlog: int) -> Listener:
+    """A unix listener outside --bind (the control socket): the same stale-file rule."""
+    address = Address("unix", path=path)
+    return Listener(_bind_unix(address, backlog, mode), address, owns_path=True)
+
+
+def adopt_unix(fd: int) -> Listener:
+    """A unix listener of ours handed down across a re-exec; we still own its path."""
+    sock = _adopt_fd(fd)
+    name = sock.getsockname()
+    path = name if isinstance(name, str) else name.decode(errors="replace")
+    return Listener(sock, Address("unix", path=path), owns_path=True)
+
+
 def export_for_exec(listeners: list[Listener]) -> dict[str, str]:
     """Make the listeners survive exec() and return the env that describes them."""
     for listener in listeners:
@@ -119,8 +133,17 @@ def _bind_unix(address: Address, backlog: int, uds_mode: int | None) -> socket.s
     _remove_stale_unix_socket(address)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        if uds_mode is not None:
+        if uds_mode is None:
+            sock.bind(path)
+        else:
+            # Created with no bit the mode lacks (the umask is process-wide, but the master
+            # is still single-threaded here), so the file is never wider than asked for;
+            # chmod then adds any bit the umask took away.
+            umask = os.umask(0o777 & ~uds_mode)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(umask)
             os.chmod(path, uds_mode)
         sock.listen(backlog)
     except OSError as exc:
