@@ -38,6 +38,10 @@ BACKLOG = 16
 MAX_CLIENTS = 64
 READ_TIMEOUT_S = 5.0
 WRITE_TIMEOUT_S = 5.0
+# A unix socket closed with unread input resets its peer, who then loses the reply (a
+# client that sent a 1 MiB line, say): so the end is a shutdown, then input is discarded
+# until the client closes, for at most this long.
+LINGER_S = 2.0
 ACCEPT_PAUSE_S = 1.0  # after EMFILE and the like, so a readable listener cannot spin the loop
 _STATES = {Phase.BOOTING: "booting", Phase.READY: "ready", Phase.RETIRING: "draining"}
 
@@ -47,6 +51,7 @@ class _Stage(enum.Enum):
     WAITING = "waiting"  # a reload or scale: until its outcome is known
     WRITING = "writing"  # the reply, within WRITE_TIMEOUT_S
     HOLDING = "holding"  # a stop was answered: open until the master exits
+    LINGERING = "lingering"  # answered and shut for writing; input discarded until EOF
 
 
 class _Client:
@@ -277,7 +282,7 @@ class ControlServer:
             return
         except OSError:
             data = b""
-        if c.stage is not _Stage.READING:  # waiting or holding: only a hang-up matters
+        if c.stage is not _Stage.READING:  # waiting, holding, lingering: only a hang-up matters
             if not data:
                 self._drop(c)
             return
@@ -313,12 +318,15 @@ class ControlServer:
         if command == "status":
             self._answer(c, reply_ok(**self.status(now)))
             return
-        log.info("control: %s requested", request.describe())
-        if command == "reopen-logs":
+        if command == "reopen-logs":  # reopen first, so the line lands in the new file
             count = a.reopen_logs()
+            log.info("control: reopen-logs: log files reopened here and signalled to %d "
+                     "worker(s)", count)
             self._answer(c, reply_ok(message=f"log files reopened in the master and "
                                              f"{count} worker(s)"))
-        elif command == "stop":
+            return
+        log.info("control: %s requested", request.describe())
+        if command == "stop":
             a.request_stop(graceful=not request.quick, now=now)
             c.close_after = False
             self._answer(c, reply_ok(pid=os.getpid(), message="stopping"))
@@ -353,7 +361,13 @@ class ControlServer:
         elif c.outbuf:  # the rest when the client reads
             self._listen_for(c, selectors.EVENT_WRITE)
         elif c.close_after:
-            self._drop(c)
+            try:
+                c.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self._drop(c)
+                return
+            c.stage, c.deadline = _Stage.LINGERING, time.monotonic() + LINGER_S
+            self._listen_for(c, selectors.EVENT_READ)
         else:
             c.stage, c.deadline = _Stage.HOLDING, None
             self._listen_for(c, selectors.EVENT_READ)
