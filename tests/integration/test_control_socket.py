@@ -105,10 +105,34 @@ def test_status_text_and_json_with_three_workers(arbiter_process, sock_path) -> 
 
 def test_scale_returns_when_the_count_is_reached(arbiter_process, sock_path) -> None:
     server = start(arbiter_process, sock_path, "basic:app", "--workers", "3")
+    # Slow requests in flight on the two workers a scale to 1 retires (slots 2 and 3), so
+    # they take seconds to drain: the command must wait for them to be gone.
+    results: list[int] = []
+
+    def slow() -> None:
+        results.append(httpx.get(server.url + "/slow?s=4", timeout=30).status_code)
+
+    def busy_slots() -> set[int]:
+        return {w["slot"] for w in status(sock_path)["workers"] if w["connections"]}
+
+    clients: list[threading.Thread] = []
+    for _ in range(5):  # the kernel picks the worker that accepts: a few rounds at most
+        for _ in range(6):
+            clients.append(threading.Thread(target=slow))
+            clients[-1].start()
+        try:
+            wait_until(lambda: {2, 3} <= busy_slots(), 3, interval=0.3)
+            break
+        except AssertionError:
+            continue
+    assert {2, 3} <= busy_slots()
     down = arbiter_cmd(sock_path, "scale", "1")
     assert down.returncode == 0, down.stderr
     assert down.stdout.strip() == "1 worker(s) ready"
-    assert len(server.worker_pids()) == 1  # the retired two have exited, at once
+    assert len(server.worker_pids()) == 1  # the retired two have drained and exited
+    for client in clients:
+        client.join(30)
+    assert results == [200] * len(clients)  # drained, not cut off
     up = arbiter_cmd(sock_path, "scale", "+2")
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == "3 worker(s) ready"
