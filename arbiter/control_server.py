@@ -56,7 +56,7 @@ class _Stage(enum.Enum):
 
 class _Client:
     __slots__ = ("sock", "inbuf", "outbuf", "stage", "deadline", "waits_for", "target",
-                 "close_after")
+                 "close_after", "handler")
 
     def __init__(self, sock: socket.socket, deadline: float | None) -> None:
         self.sock = sock
@@ -67,6 +67,7 @@ class _Client:
         self.waits_for = ""  # "reload" | "scale" while WAITING
         self.target = 0  # the worker count a scale waits for
         self.close_after = True  # after the reply: close, or hold (a stop)
+        self.handler: Any = None  # what the selector calls, set when registered
 
 
 class ControlServer:
@@ -220,6 +221,12 @@ class ControlServer:
     # ------------------------------------------------------------ I/O
 
     def _on_accept(self, mask: int) -> None:
+        try:
+            self._accept(mask)
+        except Exception:  # as _guarded: never the master loop
+            log.exception("control socket: accepting failed")
+
+    def _accept(self, mask: int) -> None:
         assert self.listener is not None
         for _ in range(MAX_CLIENTS):
             try:
@@ -263,12 +270,22 @@ class ControlServer:
 
     def _add(self, c: _Client) -> None:
         self.clients[c.sock.fileno()] = c
-        self.selector.register(c.sock.fileno(), selectors.EVENT_READ,
-                               lambda mask: self._on_event(c, mask))
+        c.handler = lambda mask: self._guarded(c, mask)
+        self.selector.register(c.sock.fileno(), selectors.EVENT_READ, c.handler)
 
     def _listen_for(self, c: _Client, events: int) -> None:
         fd = c.sock.fileno()
-        self.selector.modify(fd, events, self.selector.get_key(fd).data)
+        try:
+            self.selector.modify(fd, events, c.handler)
+        except KeyError:  # it had stopped listening (a half-closed waiting client)
+            self.selector.register(fd, events, c.handler)
+
+    def _guarded(self, c: _Client, mask: int) -> None:
+        try:
+            self._on_event(c, mask)
+        except Exception:  # a bug here costs one client, never the master loop
+            log.exception("control socket: dropping a client after an internal error")
+            self._drop(c)
 
     def _on_event(self, c: _Client, mask: int) -> None:
         if c.sock.fileno() not in self.clients:
@@ -282,7 +299,11 @@ class ControlServer:
             return
         except OSError:
             data = b""
-        if c.stage is not _Stage.READING:  # waiting, holding, lingering: only a hang-up matters
+        if c.stage is _Stage.WAITING:  # the client may have only shut its sending half
+            if not data:  # (nc -N): stop reading, still answer; a send then tells if it is gone
+                self._unregister(c.sock.fileno())
+            return
+        if c.stage is not _Stage.READING:  # holding, lingering: only a hang-up matters
             if not data:
                 self._drop(c)
             return

@@ -378,3 +378,19 @@ def test_client_errors_name_the_path_and_what_to_do(sock_path) -> None:
                               text=True, timeout=20,
                               env={**os.environ, "ARBITER_CONTROL_SOCKET": sock_path})
     assert from_env.returncode == 1 and "connection refused" in from_env.stderr
+
+
+def test_a_client_that_shuts_its_sending_half_still_gets_its_answer(arbiter_process,
+                                                                    sock_path) -> None:
+    """As `nc -N -U` does: the request, then EOF on its side; the answer comes later."""
+    server = start(arbiter_process, sock_path, "basic:app")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(sock_path)
+        sock.sendall(b'{"command": "scale", "by": 1}\n')
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert json.loads(data) == {"ok": True, "workers": 2, "message": "2 worker(s) ready"}
+    assert len(server.worker_pids()) == 2
