@@ -378,6 +378,11 @@ def test_client_errors_name_the_path_and_what_to_do(sock_path) -> None:
                               text=True, timeout=20,
                               env={**os.environ, "ARBITER_CONTROL_SOCKET": sock_path})
     assert from_env.returncode == 1 and "connection refused" in from_env.stderr
+    conf = Path(sock_path).with_name("arbiter.conf.py")
+    conf.write_text(f"control_socket = {sock_path!r}\n")
+    from_file = subprocess.run([sys.executable, "-m", "arbiter", "status", "-c", str(conf)],
+                               capture_output=True, text=True, timeout=20)
+    assert from_file.returncode == 1 and f"control socket {sock_path}" in from_file.stderr
 
 
 def test_a_client_that_shuts_its_sending_half_still_gets_its_answer(arbiter_process,

@@ -214,3 +214,34 @@ def test_at_target_means_settled_ready_and_current() -> None:
     assert t.sup.at_target() and len(t.pids()) == 1
     t.run(t.sup.request_reload(t.now))
     assert not t.sup.at_target()  # the old generation is not current
+
+
+def test_the_control_socket_is_never_wider_than_0600(tmp_path, monkeypatch) -> None:
+    """Created under a umask that masks out everything 0600 lacks, so even before the
+    chmod (observed here as it happens) no one else could connect; the umask is restored."""
+    import os
+    import stat
+
+    from arbiter import sockets
+
+    path = str(tmp_path / "c.sock")
+    seen = []
+    real_chmod = os.chmod
+
+    def observe(target, mode, *args, **kwargs):
+        seen.append(stat.S_IMODE(os.stat(target).st_mode))
+        return real_chmod(target, mode, *args, **kwargs)
+
+    old = os.umask(0)  # the most permissive umask a master could inherit
+    try:
+        monkeypatch.setattr(os, "chmod", observe)
+        listener = sockets.open_unix(path, 0o600, 16)
+        assert os.umask(0) == 0  # restored
+    finally:
+        os.umask(old)
+    try:
+        assert seen == [0o600]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        listener.close(unlink=True)
+    assert not os.path.exists(path)
