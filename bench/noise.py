@@ -20,6 +20,7 @@ separately so one can tell).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -33,10 +34,8 @@ OTHER_LIMIT_PCT = 5.0  # CPU used by other processes, % of one core, in any meas
 class Cpu:
     """System-wide CPU time in jiffies (USER_HZ), summed over all CPUs."""
     busy: int  # user + nice + system + irq + softirq + steal
-    total: int  # busy + idle + iowait
     irq: int  # irq + softirq (part of busy)
     steal: int  # time the hypervisor gave to someone else (part of busy)
-    cores: int
 
 
 @dataclass(frozen=True)
@@ -46,32 +45,28 @@ class Proc:
     comm: str
     own: int  # utime + stime, in clock ticks
     children: int  # cutime + cstime: children it has reaped
+    start: int = 0  # starttime, in ticks after boot: tells a reused pid from the old process
 
 
 @dataclass(frozen=True)
 class Snapshot:
     cpu: Cpu
     procs: Mapping[int, Proc]
+    wall: float  # time.monotonic() when it was taken
 
 
 def parse_cpu(stat_text: str) -> Cpu:
     """The aggregate `cpu` line of /proc/stat. guest and guest_nice are already
     inside user and nice, so they are not added again; older kernels print fewer
     columns (missing ones are 0)."""
-    cores = 0
-    agg = None
     for line in stat_text.splitlines():
         name, _, rest = line.partition(" ")
         if name == "cpu":
-            agg = [int(x) for x in rest.split()]
-        elif name.startswith("cpu") and name[3:].isdigit():
-            cores += 1
-    if agg is None:
-        raise ValueError("no aggregate cpu line in /proc/stat")
-    user, nice, system, idle, iowait, irq, softirq, steal = (agg + [0] * 8)[:8]
-    busy = user + nice + system + irq + softirq + steal
-    return Cpu(busy=busy, total=busy + idle + iowait, irq=irq + softirq, steal=steal,
-               cores=cores or 1)
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (
+                [int(x) for x in rest.split()] + [0] * 8)[:8]
+            return Cpu(busy=user + nice + system + irq + softirq + steal, irq=irq + softirq,
+                       steal=steal)
+    raise ValueError("no aggregate cpu line in /proc/stat")
 
 
 def parse_proc_stat(text: str) -> Proc:
@@ -82,7 +77,7 @@ def parse_proc_stat(text: str) -> Proc:
     fields = rest.split()  # fields[0] is field 3 (state) of proc(5)
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return Proc(pid=int(pid), ppid=int(fields[1]), comm=comm, own=utime + stime,
-                children=cutime + cstime)
+                children=cutime + cstime, start=int(fields[19]))
 
 
 def tree(procs: Mapping[int, Proc], root: int) -> set[int]:
@@ -110,7 +105,7 @@ def tree_ticks(procs: Mapping[int, Proc], root: int) -> int:
 class Interval:
     """CPU use between two snapshots. *_ticks are clock ticks summed over CPUs;
     *_pct are percent of one core over the interval."""
-    core_ticks: float  # length of the interval, in ticks of one core
+    core_ticks: float  # wall-clock length of the interval, in ticks of one core
     server_ticks: int
     client_ticks: int  # the rest of the bench's tree: load generator, helpers, run.py
     other_ticks: int  # busy minus the bench's tree (may dip just below 0 by sampling)
@@ -142,7 +137,7 @@ class Interval:
         }
 
 
-def interval(before: Snapshot, after: Snapshot, *, server: int, bench: int,
+def interval(before: Snapshot, after: Snapshot, *, server: int, bench: int, hz: int,
              top: int = 3) -> Interval:
     """Split the CPU time between two snapshots into the server's tree, the rest of
     the bench's tree (bench is run.py's pid; the server is one of its children), and
@@ -156,12 +151,12 @@ def interval(before: Snapshot, after: Snapshot, *, server: int, bench: int,
         if pid in ours:
             continue
         old = before.procs.get(pid)
-        used = p.own - (old.own if old is not None and old.comm == p.comm else 0)
+        used = p.own - (old.own if old is not None and old.start == p.start else 0)
         if used > 0:
             others.append((p.comm, pid, used))
     others.sort(key=lambda x: -x[2])
     return Interval(
-        core_ticks=(after.cpu.total - before.cpu.total) / after.cpu.cores,
+        core_ticks=(after.wall - before.wall) * hz,
         server_ticks=server_t,
         client_ticks=bench_t - server_t,
         other_ticks=(after.cpu.busy - before.cpu.busy) - bench_t,
@@ -258,6 +253,7 @@ def banner(v: Verdict) -> list[str]:
 
 def snapshot(proc: Path = Path("/proc")) -> Snapshot:
     """/proc/stat and every process's /proc/PID/stat, read back to back."""
+    wall = time.monotonic()
     cpu = parse_cpu((proc / "stat").read_text())
     procs = {}
     for entry in os.scandir(proc):
@@ -268,7 +264,7 @@ def snapshot(proc: Path = Path("/proc")) -> Snapshot:
         except (OSError, ValueError, IndexError):
             continue  # exited between the listing and the read, or unreadable
         procs[p.pid] = p
-    return Snapshot(cpu=cpu, procs=procs)
+    return Snapshot(cpu=cpu, procs=procs, wall=wall)
 
 
 def clock_ticks_per_second() -> int:

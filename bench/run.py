@@ -593,7 +593,8 @@ class Bench:
         server tree's CPU time, requests per server CPU-second, other processes' CPU."""
         before = noise.snapshot()
         res = load()
-        used = noise.interval(before, noise.snapshot(), server=run.proc.pid, bench=os.getpid())
+        used = noise.interval(before, noise.snapshot(), server=run.proc.pid, bench=os.getpid(),
+                              hz=HZ)
         res["noise"] = used.record(HZ)
         res["req_per_cpu_s"] = noise.per_cpu_second(res.get(count), res["noise"]["server_cpu_s"])
         if used.other_pct > noise.OTHER_LIMIT_PCT:
