@@ -203,7 +203,8 @@ class Verdict:
             n = len(self.noisy_measurements)
             worst = max(self.noisy_measurements, key=lambda x: x[1])
             out.append(f"other processes used more than {OTHER_LIMIT_PCT:g}% of a core in "
-                       f"{n} of {self.measurements} measurements (worst {worst[1]:.1f}%, {worst[0]})")
+                       f"{n} of {self.measurements} measurements "
+                       f"(worst {worst[1]:.1f}%, {worst[0]})")
         return out
 
     def record(self) -> dict:

@@ -905,7 +905,8 @@ def summarize(results: dict) -> dict:
                 "ratio_to_uvicorn": (meds[name] / base) if meds.get(name) and base else None,
                 "ratio_to_raw": (meds[name] / ceil) if meds.get(name) and ceil else None,
                 "req_per_cpu_s_median": per_cpu[name],
-                "cpu_ratio_to_uvicorn": (per_cpu[name] / base_cpu) if per_cpu[name] and base_cpu else None,
+                "cpu_ratio_to_uvicorn": (per_cpu[name] / base_cpu
+                                         if per_cpu[name] and base_cpu else None),
                 "rss_per_worker_median": med([r.get("rss_per_worker") for r in runs]),
                 "other_core_pct_max": max(other_pcts(runs), default=None),
             }
@@ -1160,7 +1161,7 @@ def parse_args(argv=None):
     p.add_argument("--md-out", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--json-out", default=str(BENCH / "results.json"))
     p.add_argument("--allow-noisy", action="store_true",
-                   help="write RESULTS.md even when the machine was busy, marked as noisy at the top")
+                   help="write RESULTS.md even from a busy machine, marked as noisy at the top")
     p.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     args = p.parse_args(argv)
     if args.smoke:
