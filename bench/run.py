@@ -12,6 +12,10 @@ pinned to core 1. Readiness is polled with a deadline, then the scenario's answe
 is checked (status and body) before anything is measured. Servers are interleaved
 (A B C A B C ...) for --rounds rounds; tables report median/min/max and ratios to
 uvicorn (httptools, uvloop) and to a raw uvloop protocol server (the ceiling).
+Around every measurement the CPU time of the server's process tree, of the load
+generator and of every other process is recorded (noise.py): it gives requests per
+server CPU-second, and RESULTS.md is refused when other processes competed for the
+cores (see bench/README.md, "Noise") unless --allow-noisy marks it as noisy.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import noise
+
 HOST = "127.0.0.1"  # never anything else: loopback only
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -56,6 +62,7 @@ HELLO_BODY = b"Hello, world!"
 JSON_PAYLOAD = {"message": "Hello, world!", "items": [1, 2, 3], "ok": True}
 STREAM_BODY = bytes(range(256)) * 256 * 16
 POST_SIZE = 16384
+HZ = noise.clock_ticks_per_second()
 
 # ---------------------------------------------------------------------------
 # child processes: every one gets its own process group, killed at the end
@@ -480,6 +487,18 @@ def rss(pids: list[int]) -> list[int]:
     return out
 
 
+def memory(run: Running, pids: list[int]) -> dict:
+    """RSS after a measurement: the mean over the workers that answered, and the
+    sum over the server's whole process tree (shared pages counted in each)."""
+    import psutil
+    sizes = rss(pids)
+    tree = []
+    with contextlib.suppress(psutil.Error):
+        tree = rss([p.pid for p in run.tree()])
+    return {"rss_per_worker": statistics.mean(sizes) if sizes else None,
+            "rss_tree": sum(tree) if tree else None}
+
+
 def pss_tree(run: Running) -> tuple[int, dict[int, int]]:
     import psutil
     per = {}
@@ -503,14 +522,13 @@ class Scenario:
     lua: list[str] = field(default_factory=list)
     headers: list[str] = field(default_factory=list)
     raw: bool = False  # the raw server can answer it
-    memory: bool = False  # record RSS per worker after the run
     about: str = ""
 
 
 SCENARIOS = [
-    Scenario("hello", "wrk", "hello:app", "/", check_hello, raw=True, memory=True,
+    Scenario("hello", "wrk", "hello:app", "/", check_hello, raw=True,
              about="raw ASGI plaintext, 13-byte body, keep-alive"),
-    Scenario("fastapi-json", "wrk", "fastapi_json:app", "/json", check_json, memory=True,
+    Scenario("fastapi-json", "wrk", "fastapi_json:app", "/json", check_json,
              about="FastAPI GET returning a small JSON object"),
     Scenario("post-16k", "wrk", "post:app", "/", check_post, lua=["post16k.lua"],
              about="POST with a 16 KiB body, read in full by the app, which answers its length"),
@@ -570,6 +588,21 @@ class Bench:
             raise
         return run
 
+    def watched(self, run: Running, load: Callable[[], dict], count: str = "requests") -> dict:
+        """Run one measured load and keep what the CPUs did meanwhile (noise.py): the
+        server tree's CPU time, requests per server CPU-second, other processes' CPU."""
+        before = noise.snapshot()
+        res = load()
+        used = noise.interval(before, noise.snapshot(), server=run.proc.pid, bench=os.getpid(),
+                              hz=HZ)
+        res["noise"] = used.record(HZ)
+        res["req_per_cpu_s"] = noise.per_cpu_second(res.get(count), res["noise"]["server_cpu_s"])
+        if used.other_pct > noise.OTHER_LIMIT_PCT:
+            busiest = ", ".join(f"{x['comm']} {x['core_pct']}%" for x in res["noise"]["top_other"])
+            print(f"    noisy: other processes used {used.other_pct:.1f}% of a core"
+                  + (f" ({busiest})" if busiest else ""), flush=True)
+        return res
+
     # -- one measurement per kind ------------------------------------------
 
     def measure_wrk(self, server: Server, scn: Scenario, rnd: int) -> dict:
@@ -584,10 +617,8 @@ class Bench:
             kw = dict(lua=scn.lua, headers=scn.headers, connections=self.args.connections,
                       cpu=self.cpu(CLIENT_CPU), tmp=self.tmp)
             wrk(run.opts.port, scn.path, self.args.warmup, **kw)
-            res = wrk(run.opts.port, scn.path, self.duration, **kw)
-            if scn.memory:
-                sizes = rss(worker_pids(run, [headers]))
-                res["rss_per_worker"] = statistics.mean(sizes) if sizes else None
+            res = self.watched(run, lambda: wrk(run.opts.port, scn.path, self.duration, **kw))
+            res.update(memory(run, worker_pids(run, [headers])))
             if run.proc.poll() is not None:
                 raise StartError(f"server exited during the run: {run.tail()}")
             return res
@@ -597,13 +628,16 @@ class Bench:
     def measure_ws(self, server: Server, scn: Scenario, rnd: int) -> dict:
         run = self.start(server, scn, rnd, cpu=self.cpu(SERVER_CPU))
         try:
-            check_until(run, scn.check)
+            headers = check_until(run, scn.check)
             probe = ws_load(run.opts.port, min(1.0, self.args.warmup), self.args.ws_clients,
                             self.cpu(CLIENT_CPU))
             if not probe.get("ok"):
                 return probe
-            res = ws_load(run.opts.port, self.duration, self.args.ws_clients, self.cpu(CLIENT_CPU))
+            res = self.watched(run, lambda: ws_load(run.opts.port, self.duration,
+                                                    self.args.ws_clients, self.cpu(CLIENT_CPU)),
+                               count="messages")
             res["rps"] = res.get("rate", 0.0)
+            res.update(memory(run, worker_pids(run, [headers])))
             if res.get("close_s", 0) > 1.0:
                 self.note(scn.name, server.name,
                           f"close handshake took {res['close_s']:.1f} s (not counted in the rate)")
@@ -622,7 +656,7 @@ class Bench:
             kw = dict(lua=[], headers=[], connections=self.args.connections,
                       cpu=self.cpu(CLIENT_CPU), tmp=self.tmp)
             wrk(run.opts.port, "/", self.args.warmup, **kw)
-            before = wrk(run.opts.port, "/", self.duration, **kw)
+            before = self.watched(run, lambda: wrk(run.opts.port, "/", self.duration, **kw))
             rss0 = sum(rss(pids))
             helper = spawn(pinned(self.cpu(CLIENT_CPU), [
                 PYTHON, str(BENCH / "idle_conns.py"), "--host", HOST,
@@ -630,7 +664,7 @@ class Bench:
                 log=self.log_path(scn.name, server.name, rnd, ".helper"))
             opened = read_json_line(helper, timeout=180)
             rss1 = sum(rss(pids))
-            after = wrk(run.opts.port, "/", self.duration, **kw)
+            after = self.watched(run, lambda: wrk(run.opts.port, "/", self.duration, **kw))
             helper.stdin.write("count\n")
             helper.stdin.flush()
             alive = read_json_line(helper, timeout=60)["alive"]
@@ -646,6 +680,9 @@ class Bench:
                 "rss_per_idle_conn": (rss1 - rss0) / n if n else None,
                 "latency_us": after["latency_us"], "errors": after["errors"],
                 "error_total": after["error_total"] + before["error_total"],
+                "requests": after["requests"], "req_per_cpu_s": after["req_per_cpu_s"],
+                "noise": after["noise"], "req_per_cpu_s_without": before["req_per_cpu_s"],
+                "noise_without": before["noise"],
             }
         finally:
             if helper is not None:
@@ -662,11 +699,12 @@ class Bench:
             kw = dict(lua=scn.lua, headers=[], connections=self.args.connections, cpu=None,
                       tmp=self.tmp)
             wrk(run.opts.port, "/", self.args.warmup, **kw)
-            res = wrk(run.opts.port, "/", self.duration, **kw)
+            res = self.watched(run, lambda: wrk(run.opts.port, "/", self.duration, **kw))
             counts = res.get("pids", {})
             total = sum(counts.values())
             res["workers_seen"] = len(counts)
             res["max_share"] = max(counts.values()) / total if total else None
+            res.update(memory(run, [int(p) for p in counts if p.isdigit()]))
             return res
         finally:
             run.stop()
@@ -764,8 +802,12 @@ class Bench:
         if errs:
             self.note(scn.name, s.name, f"round {rnd}: {errs} errors {res.get('errors')}")
         lat = res.get("latency_us") or {}
+        per_cpu = res.get("req_per_cpu_s")
         print(f"    {s.name:28s} {res['rps']:>10.0f}/s  p50 {fmt_ms(lat.get('p50'))} ms"
-              f"  p99 {fmt_ms(lat.get('p99'))} ms  ({time.monotonic() - t0:.1f} s)", flush=True)
+              f"  p99 {fmt_ms(lat.get('p99'))} ms  "
+              + (f"{per_cpu:,.0f}/CPU-s  " if per_cpu else "")
+              + f"other CPU {res['noise']['other_core_pct']:.1f}%  "
+              f"({time.monotonic() - t0:.1f} s)", flush=True)
 
     def run_pss(self, scn: Scenario, runnable: list[Server]) -> None:
         for s in runnable:
@@ -831,12 +873,23 @@ def ratio(a, b) -> str:
     return "-" if not a or not b else f"{a / b:.2f}"
 
 
+NOISE_KEYS = ("noise", "noise_without")  # where a run keeps its measurements' CPU accounting
+
+
+def other_pcts(runs: list[dict]) -> list[float]:
+    return [r[k]["other_core_pct"] for r in runs for k in NOISE_KEYS if k in r]
+
+
 def summarize(results: dict) -> dict:
-    """Medians per scenario and server, with ratios to the baseline and the ceiling."""
+    """Medians per scenario and server, with ratios to the baseline and the ceiling
+    (of req/s, and of requests per server CPU-second to the baseline)."""
     out = {}
     for scn, servers in results.items():
         meds = {name: med([r.get("rps") for r in e["runs"]]) for name, e in servers.items()}
         base, ceil = meds.get(BASELINE), meds.get(CEILING)
+        per_cpu = {name: med([r.get("req_per_cpu_s") for r in e["runs"]])
+                   for name, e in servers.items()}
+        base_cpu = per_cpu.get(BASELINE)
         out[scn] = {}
         for name, e in servers.items():
             runs = e["runs"]
@@ -851,8 +904,34 @@ def summarize(results: dict) -> dict:
                 "p99_us_median": med([(r.get("latency_us") or {}).get("p99") for r in runs]),
                 "ratio_to_uvicorn": (meds[name] / base) if meds.get(name) and base else None,
                 "ratio_to_raw": (meds[name] / ceil) if meds.get(name) and ceil else None,
+                "req_per_cpu_s_median": per_cpu[name],
+                "cpu_ratio_to_uvicorn": (per_cpu[name] / base_cpu
+                                         if per_cpu[name] and base_cpu else None),
+                "rss_per_worker_median": med([r.get("rss_per_worker") for r in runs]),
+                "other_core_pct_max": max(other_pcts(runs), default=None),
             }
     return out
+
+
+def noise_by_measurement(results: dict) -> list[tuple[str, float]]:
+    """(label, other CPU % of one core) for every measurement of the run."""
+    out = []
+    for scn, servers in results.items():
+        for name, e in servers.items():
+            for r in e["runs"]:
+                for key in NOISE_KEYS:
+                    if key in r:
+                        tag = " (before the idle connections)" if key == "noise_without" else ""
+                        out.append((f"{scn} {name} round {r.get('round', '?')}{tag}",
+                                    r[key]["other_core_pct"]))
+    return out
+
+
+def cpu_cells(s: dict) -> list[str]:
+    """The per-CPU-second columns every throughput table carries."""
+    other = s["other_core_pct_max"]
+    return [spread([s["req_per_cpu_s_median"]])[0], ratio(s["cpu_ratio_to_uvicorn"], 1.0),
+            "-" if other is None else f"{other:.1f}"]
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -875,11 +954,10 @@ def render_scenario(scn: Scenario, servers: dict, summ: dict) -> str:
     if scn.kind in ("wrk", "ws"):
         unit = "msg/s" if scn.kind == "ws" else "req/s"
         lat = "round trip" if scn.kind == "ws" else "latency"
+        per_cpu = "msg/CPU-s" if scn.kind == "ws" else "req/CPU-s"
         header = ["server", f"{unit} median", "min", "max", f"p50 {lat} ms", f"p99 {lat} ms",
-                  "× uvicorn", "× raw"]
-        if scn.memory:
-            header.append("RSS/worker MiB")
-        header += ["errors", "notes"]
+                  "× uvicorn", "× raw", per_cpu, "CPU × uvicorn", "other CPU max %",
+                  "RSS/worker MiB", "errors", "notes"]
         for name, e in servers.items():
             s, runs = summ[name], e["runs"]
             m, lo, hi = spread([r.get("rps") for r in runs])
@@ -890,14 +968,14 @@ def render_scenario(scn: Scenario, servers: dict, summ: dict) -> str:
             row = [name, m if runs else e["status"], lo, hi, fmt_ms(s["p50_us_median"]), p99,
                    ratio(s["rps_median"], summ.get(BASELINE, {}).get("rps_median")),
                    ratio(s["rps_median"], summ.get(CEILING, {}).get("rps_median"))]
-            if scn.memory:
-                row.append(mib(med([r.get("rss_per_worker") for r in runs])))
+            row += cpu_cells(s) + [mib(s["rss_per_worker_median"])]
             errs = sum((r.get("error_total") or r.get("error_count") or 0) for r in runs)
             row += [str(errs), status_note(e)]
             rows.append(row)
     elif scn.kind == "idle":
         header = ["server", "idle conns opened", "still open after", "KiB RSS per idle conn",
-                  "req/s without", "req/s with", "remaining", "p99 with ms", "× uvicorn", "notes"]
+                  "req/s without", "req/s with", "remaining", "p99 with ms", "× uvicorn",
+                  "req/CPU-s with", "CPU × uvicorn", "other CPU max %", "notes"]
         for name, e in servers.items():
             runs = e["runs"]
             rows.append([
@@ -908,10 +986,10 @@ def render_scenario(scn: Scenario, servers: dict, summ: dict) -> str:
                 "-" if not runs else f"{100 * med([r['remaining'] for r in runs]):.0f}%",
                 fmt_ms(med([r["latency_us"]["p99"] for r in runs])),
                 ratio(summ[name]["rps_median"], summ.get(BASELINE, {}).get("rps_median")),
-                status_note(e)])
+                *cpu_cells(summ[name]), status_note(e)])
     elif scn.kind == "workers":
         header = ["server", "req/s median", "min", "max", "workers seen", "max share median",
-                  "max share worst", "notes"]
+                  "max share worst", "req/CPU-s", "CPU × uvicorn", "other CPU max %", "notes"]
         for name, e in servers.items():
             runs = e["runs"]
             m, lo, hi = spread([r.get("rps") for r in runs])
@@ -919,7 +997,8 @@ def render_scenario(scn: Scenario, servers: dict, summ: dict) -> str:
             rows.append([name, m if runs else e["status"], lo, hi,
                          str(min((r["workers_seen"] for r in runs), default="-")),
                          f"{100 * med(shares):.1f}%" if shares else "-",
-                         f"{100 * max(shares):.1f}%" if shares else "-", status_note(e)])
+                         f"{100 * max(shares):.1f}%" if shares else "-",
+                         *cpu_cells(summ[name]), status_note(e)])
     elif scn.kind == "pss":
         header = ["server", "tree PSS 2 workers MiB", "tree PSS 4 workers MiB",
                   "PSS per extra worker MiB", "worker PSS (4 w) MiB", "worker RSS (4 w) MiB", "notes"]
@@ -969,14 +1048,24 @@ def machine() -> dict:
             "loadavg_start": os.getloadavg()}
 
 
-def write_reports(bench: Bench, meta: dict) -> None:
+def write_reports(bench: Bench, meta: dict) -> str:
+    """results.json always; RESULTS.md only from a quiet run, or marked noisy with
+    --allow-noisy. Returns noise.decide()'s answer: write, write-noisy or refuse."""
     summ = summarize(bench.results)
+    verdict = noise.verdict(meta["loadavg_start"][0], noise_by_measurement(bench.results))
+    meta["noise"] = verdict.record()
     data = {"meta": meta, "summary": summ, "results": bench.results, "commands": bench.commands}
     out_json = Path(bench.args.json_out)
     out_json.write_text(json.dumps(data, indent=1, default=str) + "\n")
 
     a = bench.args
-    lines = [
+    decision = noise.decide(verdict, a.allow_noisy)
+    if decision == "refuse":
+        print(f"wrote {a.json_out}; NOT writing {a.md_out}: the machine was busy ("
+              + "; ".join(verdict.reasons()) + "). Re-run on a quiet machine, or pass "
+              "--allow-noisy to write it marked as noisy.", file=sys.stderr)
+        return decision
+    lines = noise.banner(verdict) + [
         "# arbiter benchmark results", "",
         f"- date: {meta['date']}" + (" (SMOKE RUN: 1 s, 1 round — a check that everything works, "
                                      "not a measurement)" if a.smoke else ""),
@@ -992,6 +1081,15 @@ def write_reports(bench: Bench, meta: dict) -> None:
         "answer checked (status and body) before it is measured",
         f"- ratios: median req/s over the median of `{BASELINE}` (× uvicorn) and of "
         f"`{CEILING}` (× raw, where the raw server can answer the scenario)",
+        "- req/CPU-s: requests completed in a measurement over the CPU seconds the server's "
+        "whole process tree (master and workers) used during it, from its own ticks in "
+        f"/proc/PID/stat; CPU × uvicorn is its median over `{BASELINE}`'s",
+        f"- noise: other CPU is what all CPUs were busy with (/proc/stat) beyond the bench's "
+        f"own processes (server, load generator, run.py), in % of one core; a run is noisy when "
+        f"the load average at its start exceeds {noise.LOAD_LIMIT} or other CPU exceeds "
+        f"{noise.OTHER_LIMIT_PCT:g}% in any measurement. This run: worst other CPU "
+        f"{verdict.worst_other_pct:.1f}% over {verdict.measurements} measurements"
+        + (" (NOISY, see the top)" if verdict.noisy else " (quiet)"),
         f"- command: `{meta['argv']}`" + (" (interrupted: partial results)" if meta.get("interrupted") else ""),
         "",
     ]
@@ -1035,7 +1133,8 @@ def write_reports(bench: Bench, meta: dict) -> None:
             lines.append(f"- {server}: `{cmd}`")
         lines.append("")
     Path(a.md_out).write_text("\n".join(lines))
-    print(f"wrote {a.md_out} and {a.json_out}")
+    print(f"wrote {a.md_out}" + (" (marked NOISY)" if verdict.noisy else "") + f" and {a.json_out}")
+    return decision
 
 
 # ---------------------------------------------------------------------------
@@ -1061,6 +1160,8 @@ def parse_args(argv=None):
                    help="do not pin server and client to cores 0 and 1")
     p.add_argument("--md-out", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--json-out", default=str(BENCH / "results.json"))
+    p.add_argument("--allow-noisy", action="store_true",
+                   help="write RESULTS.md even from a busy machine, marked as noisy at the top")
     p.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     args = p.parse_args(argv)
     if args.smoke:
@@ -1114,6 +1215,11 @@ def main(argv=None) -> int:
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "argv": " ".join(shlex.quote(a) for a in ["bench/run.py"] + (argv or sys.argv[1:])),
             "versions": versions(), **machine(), "args": vars(args)}
+    load = meta["loadavg_start"][0]
+    if load > noise.LOAD_LIMIT:
+        print(f"warning: load average {load:.2f} is above {noise.LOAD_LIMIT}: this run counts as "
+              "noisy" + ("" if args.allow_noisy else f", so {args.md_out} will not be written "
+                         "(wait for a quiet machine, or pass --allow-noisy)"), file=sys.stderr)
     code = 0
     try:
         bench.run()
@@ -1125,7 +1231,8 @@ def main(argv=None) -> int:
         kill_all()
         shutil.rmtree(bench.tmp, ignore_errors=True)
     meta["loadavg_end"] = os.getloadavg()
-    write_reports(bench, meta)
+    if write_reports(bench, meta) == "refuse" and code == 0:
+        code = 3
     return code
 
 

@@ -1,5 +1,6 @@
-"""Raw ASGI WebSocket echo; plain HTTP gets a 404."""
-from _lifespan import lifespan
+"""Raw ASGI WebSocket echo; plain HTTP gets a 404 (with the x-pid header, so the
+bench finds the worker whose RSS it records)."""
+from _lifespan import lifespan, pid as _pid
 
 
 async def app(scope, receive, send):
@@ -8,7 +9,7 @@ async def app(scope, receive, send):
         return
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 404,
-                    "headers": [(b"content-length", b"0")]})
+                    "headers": [(b"content-length", b"0"), (b"x-pid", _pid.value)]})
         await send({"type": "http.response.body", "body": b""})
         return
     if scope["type"] != "websocket":
