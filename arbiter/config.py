@@ -119,6 +119,7 @@ class ArbiterConfig:
     backlog: int
     uds_mode: int | None
     control_socket: str | None
+    metrics_address: Address | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +198,7 @@ class Config:
             reload_include=v["reload_include"], reload_exclude=v["reload_exclude"],
             pid_file=v["pid"], proc_name=self.proc_name, addresses=self.addresses,
             backlog=v["backlog"], uds_mode=v["uds_mode"], control_socket=v["control_socket"],
+            metrics_address=parse_address(v["metrics_bind"]) if v["metrics_bind"] else None,
         )
 
 

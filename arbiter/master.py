@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import control_server, heartbeat, pidfile, process, reexec, sockets, systemd
+from arbiter import __version__, control_server, heartbeat, metrics, metrics_server, pidfile
+from arbiter import process, reexec, sockets, systemd
 from arbiter.config import Config
 from arbiter.errors import ExitCode
 from arbiter.policy import (
@@ -90,6 +91,8 @@ class Arbiter:
         self.notifier = systemd.Notifier(os.environ, os.getpid(), time.monotonic())
         self.reexec = reexec.Reexec(self)
         self.control = control_server.ControlServer(self)
+        self.ledger = metrics.Ledger()  # totals that outlive workers (and re-execs)
+        self.metrics: metrics_server.MetricsServer | None = None
         self.reloader: Any = None
         self.log = log  # for hooks written for gunicorn (server.log.info(...))
         arb = config.arbiter()
@@ -123,6 +126,7 @@ class Arbiter:
             for listener in self.listeners:
                 listener.close(unlink=True)
             raise
+        self._start_metrics(arb)
         if self.pid_file:
             pidfile.write(self.pid_file, os.getpid())
         os.environ.pop(sockets.INHERIT_ENV, None)
@@ -148,11 +152,31 @@ class Arbiter:
         for listener in self.listeners:
             log.info("Listening at: %s (%d)", listener.url(tls=self.config.http().tls is not None),
                      os.getpid())
+        if self.metrics is not None:
+            log.info("Metrics at: %s", self.metrics.url())
         log.info("Using worker class %s, %d worker(s)", self.worker_class_name, arb.workers)
         log.debug("listener fds %s; --timeout %g s, --boot-timeout %g s, --graceful-timeout "
                   "%g s", [listener.sock.fileno() for listener in self.listeners],
                   arb.timeout_s, arb.boot_timeout_s, arb.graceful_timeout_s)
         self.call_hook("when_ready")
+
+    def _start_metrics(self, arb: Any) -> None:
+        """--metrics-bind: bound (or adopted after a re-exec) once; off without it."""
+        self.ledger = metrics_server.take_ledger(os.environ)
+        try:
+            self.metrics = metrics_server.start(
+                arb.metrics_address, arb.uds_mode, os.environ, self.selector,
+                self.render_metrics, time.monotonic)
+        except BaseException:
+            for listener in self.listeners:
+                listener.close(unlink=True)
+            self.control.close()
+            raise
+
+    def render_metrics(self) -> str:
+        workers = list(self.policy.workers.values())
+        return metrics.render(workers, self.policy.generation, self.ledger.totals(workers),
+                              __version__)
 
     @staticmethod
     def _watch_spec(config: Config) -> tuple[Any, ...]:
@@ -196,7 +220,7 @@ class Arbiter:
                         _drain(self._wakeup_r)
                     elif isinstance(key.data, _WorkerPipe):
                         self._read_pipe(key.data)
-                    else:  # a socket the master serves (control): it brings its own handler
+                    else:  # a socket the master serves (control, metrics): its handler
                         key.data(mask)
                 now = time.monotonic()
                 while self.signals:
@@ -204,6 +228,8 @@ class Arbiter:
                 self._reap(now)
                 self.reexec.poll(now)
                 self._sample_rss(now)
+                if self.metrics is not None:
+                    self.metrics.poll(now)
                 self._poll_reloader(now)
                 code = self._execute(self.policy.tick(time.monotonic()))
                 if code is not None:
@@ -221,8 +247,10 @@ class Arbiter:
         check_deadline = self.reexec.deadline()
         if check_deadline is not None:
             budget = min(budget, check_deadline - now)
-        if self.config.arbiter().max_rss_mib:
+        if self._samples_rss():
             budget = min(budget, max(0.0, self._next_rss_sample - now))
+        if self.metrics is not None and self.metrics.deadline() is not None:
+            budget = min(budget, self.metrics.deadline() - now)  # type: ignore[operator]
         if self.reloader is not None:
             from arbiter.reloader import POLL_INTERVAL_S
             budget = min(budget, POLL_INTERVAL_S)
@@ -276,6 +304,7 @@ class Arbiter:
             if record is None:  # an orphan adopted as subreaper
                 log.debug("reaped pid %d (not a worker)", pid)
                 continue
+            self.ledger.worker_gone(record)
             if os.WIFSIGNALED(status):
                 exit_status = ExitStatus(sig=os.WTERMSIG(status))
             else:
@@ -284,8 +313,13 @@ class Arbiter:
             self.call_hook("child_exit", WorkerInfo(record.slot, record.generation, pid,
                                                 exit_status=exit_status))
 
+    def _samples_rss(self) -> bool:
+        """For --max-rss, and for what --metrics-bind and `arbiter status` show."""
+        return (self.metrics is not None or self.control.listener is not None
+                or bool(self.config.arbiter().max_rss_mib))
+
     def _sample_rss(self, now: float) -> None:
-        if not self.config.arbiter().max_rss_mib or now < self._next_rss_sample:
+        if now < self._next_rss_sample or not self._samples_rss():
             return
         self._next_rss_sample = now + RSS_SAMPLE_INTERVAL_S
         import psutil
@@ -294,7 +328,7 @@ class Arbiter:
                 rss = psutil.Process(pid).memory_info().rss
             except psutil.Error:
                 continue
-            self.policy.rss_sample(pid, rss / (1024 * 1024))
+            self.policy.rss_sample(pid, rss)
 
     def _poll_reloader(self, now: float) -> None:
         if self.reloader is None or self.policy.stopping:
@@ -365,10 +399,14 @@ class Arbiter:
                 log.error("reload: cannot load the new config, keeping the old one: %s", exc)
                 self.notifier.note = "last reload failed: invalid config"
                 systemd.ready("reload failed: invalid config; old generation serving")
+                self.ledger.lifecycle("reload_aborted", ())
                 return f"reload: cannot load the new config, keeping the old one: {exc}"
         if new_config.addresses != self.config.addresses:
             log.warning("reload: bind addresses changed; that takes a restart, keeping the "
                         "current listeners")
+        if new_config["metrics_bind"] != self.config["metrics_bind"]:
+            log.warning("reload: --metrics-bind changed; that takes a restart (or a SIGUSR2), "
+                        "keeping the current metrics listener")
         if self.reloader is not None and self._watch_spec(new_config) != self._watch_spec(
                 self.config):
             self.reloader = self._make_reloader(new_config)
@@ -396,6 +434,8 @@ class Arbiter:
                 log.log(logging.getLevelName(action.level.upper()), "%s", action.message,
                         extra={"event": action.event, "fields": action.fields}
                         if action.event else None)
+                if action.event:
+                    self.ledger.lifecycle(action.event, action.fields)
             elif isinstance(action, ReloadFailed):
                 self.configs.pop(action.generation, None)
                 self.config = self.configs.get(self.policy.generation, self.config)
@@ -455,6 +495,8 @@ class Arbiter:
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             for pipe in self.pipes.values():
                 os.close(pipe.fd)
+            if self.metrics is not None:  # its sockets are the master's, not the worker's
+                self.metrics.close_in_child()
             self.selector.close()
             self.control.close_in_child()
             os.close(self._wakeup_r)
@@ -495,6 +537,7 @@ class Arbiter:
             self.pipes[w.pid] = pipe
             self.selector.register(w.fd, selectors.EVENT_READ, pipe)
             self.policy.adopt(w.pid, w.slot, now, w.phase)
+            self.ledger.seed(self.policy.workers[w.pid])
         phases = collections.Counter(w.phase.value for w in handed)
         log.info("adopted %d worker(s) from the previous master (%s); replacing them",
                  len(handed), ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items())))
@@ -510,6 +553,8 @@ class Arbiter:
         for listener in self.listeners:
             listener.close(unlink=True)
         self.control.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
         self.call_hook("on_exit")

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterable
 
 from arbiter.errors import ExitCode
-from arbiter.heartbeat import Frame, Kind
+from arbiter.heartbeat import Frame, Kind, extend_counter
 
 ABORT_GRACE_S = 3.0  # after SIGABRT, time for faulthandler to write tracebacks
 QUICK_STOP_S = 5.0  # after SIGQUIT, time before SIGKILL
@@ -110,6 +110,22 @@ class ExitStatus:
         return f"exited with code {self.code}{meaning}"
 
 
+def _take_counters(w: WorkerRecord, frame: Frame) -> None:
+    """A frame's numbers into the record: gauges as they are, counters unwrapped."""
+    w.requests = extend_counter(w.requests, frame.requests)
+    w.connections = frame.connections
+    w.served = w.served or w.requests > 0
+    load = frame.load
+    if load is None:
+        return
+    w.in_flight = load.in_flight
+    w.loop_lag_s = load.loop_lag_us / 1e6
+    w.blocked_loop_warnings = extend_counter(w.blocked_loop_warnings,
+                                             load.blocked_loop_warnings)
+    w.responses = tuple(extend_counter(old, new) for old, new in zip(w.responses,
+                                                                      load.responses))
+
+
 def _signal_name(sig: int) -> str:
     try:
         return signal.Signals(sig).name
@@ -130,8 +146,15 @@ class WorkerRecord:
     phase: Phase = Phase.BOOTING
     last_beat: float = 0.0
     ready_at: float | None = None
-    requests: int = 0
+    requests: int = 0  # cumulative (unwrapped from the frames' 32 bits)
     connections: int = 0
+    # what the heartbeat's Load carries (for metrics and `arbiter status`): the
+    # counters are cumulative for this worker's life, unwrapped like requests
+    in_flight: int = 0
+    loop_lag_s: float = 0.0
+    blocked_loop_warnings: int = 0
+    responses: tuple[int, ...] = (0, 0, 0, 0)  # 2xx, 3xx, 4xx, 5xx
+    rss_bytes: int | None = None  # sampled by the master (--max-rss, --metrics-bind)
     recycle_reason: str | None = None
     aborted_at: float | None = None
     retired_at: float | None = None
@@ -263,9 +286,10 @@ class Supervisor:
         if frame.kind is Kind.ERROR:
             w.error = frame.text
             return []
-        # every frame but ERROR carries the worker's counters
-        w.requests, w.connections = frame.requests, frame.connections
-        w.served = w.served or frame.kind is Kind.SERVED or frame.requests > 0
+        # every frame but ERROR carries the worker's counters (and, since the Load
+        # fields, its gauges: a legacy frame has none)
+        _take_counters(w, frame)
+        w.served = w.served or frame.kind is Kind.SERVED
         if frame.kind is Kind.READY and w.phase is Phase.BOOTING:
             w.phase, w.ready_at = Phase.READY, now
             self.ever_ready = True
@@ -282,11 +306,14 @@ class Supervisor:
             w.phase, w.retired_at = Phase.RETIRING, now
         return []
 
-    def rss_sample(self, pid: int, rss_mib: float) -> None:
+    def rss_sample(self, pid: int, rss_bytes: int) -> None:
         w = self.workers.get(pid)
-        if w is None or not self.config.max_rss_mib:
+        if w is None:
             return
-        w.rss_strikes = w.rss_strikes + 1 if rss_mib > self.config.max_rss_mib else 0
+        w.rss_bytes = rss_bytes
+        if self.config.max_rss_mib:
+            over = rss_bytes > self.config.max_rss_mib * 1024 * 1024
+            w.rss_strikes = w.rss_strikes + 1 if over else 0
 
     def worker_exited(self, pid: int, status: ExitStatus, now: float) -> list[Action]:
         w = self.workers.pop(pid, None)

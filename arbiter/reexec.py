@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from arbiter import sockets, systemd
+from arbiter import metrics_server, sockets, systemd
 from arbiter.policy import Phase
 
 if TYPE_CHECKING:
@@ -185,6 +185,8 @@ class Reexec:
         env.update(sockets.export_for_exec(a.listeners))
         env.update(a.notifier.exec_environ(os.getpid()))
         env.update(a.control.export_for_exec())
+        env.update(metrics_server.export_for_exec(a.metrics, a.ledger,
+                                                  a.policy.workers.values()))
         env[ADOPT_ENV] = encode_handover(handed)
         log.info("re-executing the master in place (pid %d), handing over %d listener(s) and "
                  "%d worker(s)", os.getpid(), len(a.listeners), len(handed))
@@ -200,6 +202,8 @@ class Reexec:
             signal.set_wakeup_fd(a.wakeup_fd, warn_on_full_buffer=False)
             for w in handed:
                 os.set_inheritable(w.fd, False)
+            if a.metrics is not None:
+                a.metrics.exec_failed()
             log.error("re-exec failed, the current master keeps running: %s", exc)
             a.control.exec_failed(f"re-exec failed: {exc}")
 

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter.addresses import parse_address
+
 Converter = Callable[[Any], Any]
 
 
@@ -182,6 +184,20 @@ def _trusted_peer(raw: Any) -> str:
     return value
 
 
+def _optional_listen_address(raw: Any) -> str | None:
+    """HOST:PORT, [IPV6]:PORT or unix:PATH for a listener the master serves itself."""
+    if raw in (None, ""):
+        return None
+    text = _str(raw).strip()
+    try:
+        address = parse_address(text)
+    except ValueError as exc:
+        raise InvalidValue(str(exc)) from None
+    if address.kind == "fd":
+        raise InvalidValue("must be HOST:PORT, [IPV6]:PORT or unix:PATH (fd://N is for --bind)")
+    return text
+
+
 def _octal_mode(raw: Any) -> int | None:
     if raw in (None, ""):
         return None
@@ -232,6 +248,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("control_socket", _optional_str, None, "Unix socket (created mode 0600) on which the "
       "master takes commands: arbiter status, reload, scale, reopen-logs, stop. Off by default.",
       ("--control-socket",), metavar="PATH", section="sockets"),
+    S("metrics_bind", _optional_listen_address, None, "Serve Prometheus metrics from the "
+      "master (GET /metrics) on HOST:PORT, [IPV6]:PORT or unix:PATH; off by default.",
+      ("--metrics-bind",), metavar="ADDRESS", section="sockets"),
     # -- workers
     S("workers", _int(1, 512), 1, "Number of worker processes.", ("-w", "--workers"),
       section="workers", default_env="WEB_CONCURRENCY"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from workers.base import Worker
@@ -28,6 +29,11 @@ class AsgiWorker(Worker):
         if self.server is None:
             return 0, 0
         return self.server.requests_total, self.server.connection_count
+
+    def load_details(self) -> tuple[int, Sequence[int]]:
+        if self.server is None:
+            return 0, ()
+        return self.server.active, self.server.responses_by_class[2:6]
 
     async def serve(self) -> int:
         assert self.stop_requested is not None and self.loop is not None

@@ -15,13 +15,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from arbiter import process
 from arbiter.config import WorkerConfig
 from arbiter.errors import AppLoadError, BootError, ExitCode
-from arbiter.heartbeat import HeartbeatWriter, Kind, MasterGone, tick_interval_s
+from arbiter.heartbeat import HeartbeatWriter, Kind, Load, MasterGone, tick_interval_s
 from arbiter.importer import load_app
 from workers.stall import LoopStallWatcher
 
@@ -48,7 +49,8 @@ class Worker:
     unless ``self.quick_stop`` is set. It should call ``self.notify_served()``
     once, when its first response is complete (so the master tells a healthy
     worker from a crash loop). ``load_counters()`` feeds the TICK
-    frames (requests served, open connections). Raise ``AppLoadError`` (exit
+    frames (requests served, open connections), and ``load_details()`` the
+    metrics (in-flight requests, responses by status class). Raise ``AppLoadError`` (exit
     4) or ``BootError`` (exit 3) when the app cannot start. Set
     ``loop_factory`` to choose the event loop. ``blocked_loop_warnings``
     counts the stalls --warn-blocking caught (one per stall, rate-limited
@@ -73,6 +75,8 @@ class Worker:
         self.ready = False
         self._stall_watcher: LoopStallWatcher | None = None
         self._tick_interval_s = tick_interval_s(config.timeout_s)
+        self._tick_due = 0.0  # when the heartbeat timer should fire next (monotonic)
+        self._loop_lag_us = 0  # how late it fired last time
 
     # ------------------------------------------------------------ lifecycle
 
@@ -89,6 +93,7 @@ class Worker:
             try:
                 return loop.run_until_complete(self.serve())
             finally:
+                self._send_final_counters()
                 self._stop_stall_watcher()
                 self.cancel_leftover_tasks(loop)
                 loop.close()
@@ -149,10 +154,10 @@ class Worker:
 
     def notify_ready(self) -> None:
         """Tell the master this worker serves; start the event-loop heartbeat."""
-        requests, connections = self.load_counters()
-        self.heartbeat.send(Kind.READY, requests, connections)
+        self._send(Kind.READY)
         self.ready = True
         assert self.loop is not None
+        self._tick_due = time.monotonic() + self._tick_interval_s
         self.loop.call_later(self._tick_interval_s, self._tick)
         if self.config.warn_blocking_s > 0 and self._stall_watcher is None:
             self._stall_watcher = LoopStallWatcher(
@@ -173,29 +178,51 @@ class Worker:
         it is replaced at once; one that dies before is crash-looping (backoff). The
         next TICK would say so too, but too late for a worker killed within a second."""
         try:
-            self.heartbeat.send(Kind.SERVED, *self.load_counters())
+            self._send(Kind.SERVED)
         except MasterGone:
             pass
 
     def notify_draining(self) -> None:
         try:
-            self.heartbeat.send(Kind.DRAINING, *self.load_counters())
+            self._send(Kind.DRAINING)
         except MasterGone:
             pass
 
     def load_counters(self) -> tuple[int, int]:
+        """(requests served, open connections), both so far."""
         return 0, 0
+
+    def load_details(self) -> tuple[int, Sequence[int]]:
+        """(in-flight requests, responses written by class: 2xx, 3xx, 4xx, 5xx)."""
+        return 0, ()
+
+    def _send(self, kind: Kind) -> None:
+        requests, connections = self.load_counters()
+        in_flight, responses = self.load_details()
+        self.heartbeat.send(kind, requests, connections, Load(
+            in_flight, self._loop_lag_us, self.blocked_loop_warnings, *responses[:4]))
+
+    def _send_final_counters(self) -> None:
+        """What was served since the last TICK counts too (the master's totals)."""
+        if self.ready:
+            try:
+                self._send(Kind.TICK)
+            except MasterGone:
+                pass
 
     def _tick(self) -> None:
         assert self.loop is not None
+        now = time.monotonic()
+        self._loop_lag_us = max(0, int((now - self._tick_due) * 1e6))
         try:
-            self.heartbeat.send(Kind.TICK, *self.load_counters())
+            self._send(Kind.TICK)
         except MasterGone:
             self._master_gone()
             return
         if os.getppid() != self.master_pid:
             self._master_gone()
             return
+        self._tick_due = now + self._tick_interval_s
         self.loop.call_later(self._tick_interval_s, self._tick)
 
     def _master_gone(self) -> None:

@@ -278,9 +278,9 @@ def test_rss_needs_consecutive_samples_over_the_limit() -> None:
     t = Table(workers=1, max_rss_mib=100)
     (pid,) = t.boot_all()
     for rss in (150, 150, 50, 150, 150):  # a dip resets the count
-        t.sup.rss_sample(pid, rss)
+        t.sup.rss_sample(pid, rss * 1024 * 1024)
     assert not any("--max-rss" in m for m in logs(t.tick()))
-    t.sup.rss_sample(pid, 150)
+    t.sup.rss_sample(pid, 150 * 1024 * 1024)
     marked = logs(t.tick())
     assert any("RSS above 100 MiB for 3 samples (--max-rss)" in m for m in marked)
     assert not kills(t.actions)  # readiness-gated: a replacement boots first

@@ -84,6 +84,11 @@ def test_web_concurrency_and_port_are_defaults_only() -> None:
     ("port", "70000", "0 to 65535"),
     ("bind", ["[::1:80"], "--bind"),
     ("bind", ["host:port"], "not a number"),
+    ("metrics_bind", "localhost:metrics", "--metrics-bind"),
+    ("metrics_bind", "localhost:metrics", "not a number"),
+    ("metrics_bind", "[::1:9100", "closing ]"),
+    ("metrics_bind", "unix:", "needs a path"),
+    ("metrics_bind", "fd://3", "fd://N is for --bind"),
 ])
 def test_invalid_values_name_the_setting_and_the_rule(name: str, value: object,
                                                       fragment: str) -> None:
@@ -125,6 +130,16 @@ def test_addresses_from_shortcuts() -> None:
     assert [str(a) for a in resolve({"fd": "3"}, {}).addresses] == ["fd://3"]
     config = resolve({"bind": ["127.0.0.1:1", "unix:/x"]}, {})
     assert [str(a) for a in config.addresses] == ["127.0.0.1:1", "unix:/x"]
+
+
+def test_metrics_bind_is_off_by_default_and_parsed_like_bind() -> None:
+    assert resolve({}, {}).arbiter().metrics_address is None
+    tcp = resolve({"metrics_bind": "127.0.0.1:9100"}, {}).arbiter().metrics_address
+    assert tcp is not None and (tcp.kind, tcp.host, tcp.port) == ("tcp", "127.0.0.1", 9100)
+    unix = resolve({}, {"ARBITER_METRICS_BIND": "unix:/run/m.sock"}).arbiter().metrics_address
+    assert unix is not None and (unix.kind, unix.path) == ("unix", "/run/m.sock")
+    with pytest.raises(ConfigError, match="ARBITER_METRICS_BIND"):
+        resolve({}, {"ARBITER_METRICS_BIND": "fd://4"})
 
 
 def test_slices_carry_units_and_only_their_fields() -> None:

@@ -317,6 +317,7 @@ class HttpConnection(asyncio.Protocol):
     def cycle_done(self, cycle: HttpCycle) -> None:
         server = self.server
         server.requests_done += 1
+        server.responses_by_class[(cycle.status or 500) // 100] += 1
         if server.requests_done == 1 and server.on_first_response is not None:
             server.on_first_response()
         if self.body_waiter is not None:
@@ -464,6 +465,7 @@ class HttpConnection(asyncio.Protocol):
     def _reject(self, status: int, message: str) -> None:
         if not self.cycles or not self.cycles[0].response_started:
             self.write(simple_response(status, message, self.server.default_headers()))
+            self.server.responses_by_class[status // 100] += 1
         self._close()
 
     def _close(self) -> None:

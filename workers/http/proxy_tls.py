@@ -68,6 +68,7 @@ async def serve(server: Any, sock: socket.socket, context: ssl.SSLContext) -> No
                                           server.default_headers())
                 try:
                     sock.send(refusal)
+                    server.responses_by_class[4] += 1
                 except OSError:
                     pass
                 return

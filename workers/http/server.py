@@ -182,6 +182,8 @@ class HttpServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.requests_done = 0
+        # responses written, indexed by status // 100 (0 and 1 unused): for the metrics
+        self.responses_by_class = [0] * 6
         # called once, when the first response is complete (the worker tells the master)
         self.on_first_response: Any = None
         self.active = 0
