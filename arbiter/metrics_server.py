@@ -8,7 +8,8 @@ rendered page, written as the socket takes it). So a scraper that says nothing
 or never reads costs a file descriptor for a few seconds, never the loop's
 time. Answers: ``GET /metrics`` 200, another path 404, another method 405,
 anything unparsable 400, an oversized head 431; then the connection closes.
-What the page says is ``arbiter.metrics``'s business.
+Across a re-exec the listener and the scrapes not answered yet are handed to
+the new master. What the page says is ``arbiter.metrics``'s business.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from collections.abc import Callable, Iterable, MutableMapping
 
 from arbiter import sockets
 from arbiter.addresses import Address
+from arbiter.errors import BindError
 from arbiter.metrics import CONTENT_TYPE, Ledger
 from arbiter.policy import WorkerRecord
 
 log = logging.getLogger("arbiter.error")
 
 INHERIT_ENV = "ARBITER_METRICS_FD"  # "FD ADDRESS": the listener, across a re-exec
+SCRAPES_ENV = "ARBITER_METRICS_SCRAPES"  # scrapes not answered yet, across a re-exec
 LEDGER_ENV = "ARBITER_METRICS_LEDGER"  # the totals, across a re-exec
 MAX_REQUEST = 8192
 MAX_CONNECTIONS = 16
@@ -43,6 +46,10 @@ def start(address: Address | None, uds_mode: int | None, environ: MutableMapping
     """Bind ``address`` (None: metrics are off), or adopt the listener a previous
     master of this process handed down for the same address. Raises BindError."""
     handed = environ.pop(INHERIT_ENV, "")
+    scrapes = [socket.socket(fileno=int(fd)) for fd in environ.pop(SCRAPES_ENV, "").split(",")
+               if fd]
+    for scrape in scrapes:
+        os.set_inheritable(scrape.fileno(), False)
     sock = None
     if handed:
         fd_text, _, handed_address = handed.partition(" ")
@@ -53,13 +60,23 @@ def start(address: Address | None, uds_mode: int | None, environ: MutableMapping
             sock = None
             if handed_address.startswith("unix:"):
                 _unlink(handed_address[5:])
+    if sock is None:
+        for scrape in scrapes:
+            scrape.close()
+        scrapes = []
     if address is None:
         return None
     if sock is not None:
         listener = sockets.Listener(sock, address, owns_path=address.kind == "unix")
     else:
-        listener = sockets.open_listeners([address], BACKLOG, uds_mode, {})[0]
-    return MetricsServer(listener, selector, render, clock)
+        try:
+            listener = sockets.open_listeners([address], BACKLOG, uds_mode, {})[0]
+        except BindError as exc:
+            raise BindError(f"--metrics-bind: {exc}") from None
+    server = MetricsServer(listener, selector, render, clock)
+    for scrape in scrapes:
+        server.adopt(scrape)
+    return server
 
 
 def _unlink(path: str) -> None:
@@ -80,7 +97,7 @@ def export_for_exec(server: MetricsServer | None, ledger: Ledger,
     """The environment that carries the listener and the totals across exec()."""
     env = {LEDGER_ENV: ledger.export(live)}
     if server is not None:
-        env[INHERIT_ENV] = server.export_for_exec()
+        env.update(server.export_for_exec())
     return env
 
 
@@ -147,6 +164,7 @@ class MetricsServer:
         self.render = render
         self.clock = clock
         self.scrapes: dict[int, _Scrape] = {}
+        self._handing: list[socket.socket] = []  # scrapes made inheritable for an exec
         listener.sock.setblocking(False)
         selector.register(listener.sock, selectors.EVENT_READ, self._accept)
 
@@ -181,11 +199,15 @@ class MetricsServer:
             if len(self.scrapes) >= MAX_CONNECTIONS:
                 sock.close()  # too many scrapers at once: this one tries again later
                 continue
-            sock.setblocking(False)
-            scrape = _Scrape(sock, self.clock() + SCRAPE_TIMEOUT_S)
-            self.scrapes[sock.fileno()] = scrape
-            self.selector.register(sock, selectors.EVENT_READ,
-                                   lambda events, s=scrape: self._ready(s, events))
+            self.adopt(sock)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve an accepted connection (or one a previous master handed over)."""
+        sock.setblocking(False)
+        scrape = _Scrape(sock, self.clock() + SCRAPE_TIMEOUT_S)
+        self.scrapes[sock.fileno()] = scrape
+        self.selector.register(sock, selectors.EVENT_READ,
+                               lambda events, s=scrape: self._ready(s, events))
 
     def _ready(self, scrape: _Scrape, events: int) -> None:
         try:
@@ -262,13 +284,24 @@ class MetricsServer:
 
     # ------------------------------------------------------------ re-exec and exit
 
-    def export_for_exec(self) -> str:
-        """Keep the listener open across exec(); scrapes in progress are dropped."""
-        os.set_inheritable(self.listener.sock.fileno(), True)
-        return f"{self.listener.sock.fileno()} {self.listener.address}"
+    def export_for_exec(self) -> dict[str, str]:
+        """Keep the listener open across exec(), and the scrapes not answered yet
+        (the new master answers them; one still in the listen queue is its own
+        anyway). One being answered is finished as far as its socket takes it now,
+        without waiting: the exec closes it after what was written."""
+        for scrape in list(self.scrapes.values()):
+            self._ready(scrape, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        self._handing = [s.sock for s in self.scrapes.values() if not s.answered]
+        for sock in [self.listener.sock, *self._handing]:
+            os.set_inheritable(sock.fileno(), True)
+        return {INHERIT_ENV: f"{self.listener.sock.fileno()} {self.listener.address}",
+                SCRAPES_ENV: ",".join(str(sock.fileno()) for sock in self._handing)}
 
     def exec_failed(self) -> None:
-        os.set_inheritable(self.listener.sock.fileno(), False)
+        for sock in [self.listener.sock, *self._handing]:
+            if sock.fileno() >= 0:
+                os.set_inheritable(sock.fileno(), False)
+        self._handing = []
 
     def close_in_child(self) -> None:
         """In a forked worker: drop our copies of the sockets, so that a scrape the

@@ -370,3 +370,21 @@ def test_metrics_are_off_by_default(arbiter_process) -> None:
     master = psutil.Process(server.pid)
     assert all(c.status != psutil.CONN_LISTEN or c.laddr.port == server.address[1]
                for c in master.net_connections("inet"))
+
+
+def test_an_address_in_use_is_a_clear_error_and_leaves_nothing_behind(arbiter_process,
+                                                                       tmp_path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    uds = tmp_path / "app.sock"
+    try:
+        server = arbiter_process(["basic:app", "--uds", str(uds), "--metrics-bind",
+                                  f"127.0.0.1:{port}"], bind=False)
+        assert server.wait_exit() == 1
+    finally:
+        taken.close()
+    assert f"--metrics-bind: cannot bind 127.0.0.1:{port}: address already in use" \
+        in server.stderr
+    assert not uds.exists()  # the app's listener, bound first, is closed and removed
