@@ -14,7 +14,6 @@ the new master. What the page says is ``arbiter.metrics``'s business.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import selectors
@@ -35,6 +34,7 @@ LEDGER_ENV = "ARBITER_METRICS_LEDGER"  # the totals, across a re-exec
 MAX_REQUEST = 8192
 MAX_CONNECTIONS = 16
 SCRAPE_TIMEOUT_S = 5.0
+ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of fds): the listener stays readable
 BACKLOG = 64
 _PHRASES = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 500: "Internal Server Error"}
@@ -165,6 +165,7 @@ class MetricsServer:
         self.clock = clock
         self.scrapes: dict[int, _Scrape] = {}
         self._handing: list[socket.socket] = []  # scrapes made inheritable for an exec
+        self._paused_until: float | None = None  # accepting again then
         listener.sock.setblocking(False)
         selector.register(listener.sock, selectors.EVENT_READ, self._accept)
 
@@ -175,12 +176,18 @@ class MetricsServer:
     # ------------------------------------------------------------ the master's clock
 
     def deadline(self) -> float | None:
-        """The soonest moment a scrape connection must be dropped."""
-        return min((s.deadline for s in self.scrapes.values()), default=None)
+        """The soonest moment a scrape connection must be dropped (or accepting resume)."""
+        soonest = min((s.deadline for s in self.scrapes.values()), default=None)
+        if self._paused_until is not None:
+            soonest = min(soonest or self._paused_until, self._paused_until)
+        return soonest
 
     def poll(self, now: float) -> None:
         for scrape in [s for s in self.scrapes.values() if now >= s.deadline]:
             self._close(scrape)
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+            self.selector.register(self.listener.sock, selectors.EVENT_READ, self._accept)
 
     # ------------------------------------------------------------ events
 
@@ -190,12 +197,14 @@ class MetricsServer:
                 sock, _ = self.listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
-                                 errno.ECONNABORTED, errno.EPROTO):
-                    log.warning("metrics: cannot accept a scrape connection: %s", exc)
-                    return
-                raise
+            except (ConnectionAbortedError, ConnectionResetError):
+                continue  # that client is gone already
+            except OSError as exc:  # out of fds or memory: pause, or the loop would spin
+                log.warning("metrics: cannot accept a scrape connection (%s); pausing %g s",
+                            exc, ACCEPT_PAUSE_S)
+                self.selector.unregister(self.listener.sock)
+                self._paused_until = self.clock() + ACCEPT_PAUSE_S
+                return
             if len(self.scrapes) >= MAX_CONNECTIONS:
                 sock.close()  # too many scrapers at once: this one tries again later
                 continue
@@ -313,9 +322,7 @@ class MetricsServer:
     def close(self) -> None:
         for scrape in list(self.scrapes.values()):
             self._close(scrape)
-        try:
+        if self._paused_until is None:
             self.selector.unregister(self.listener.sock)
-        except (KeyError, ValueError):
-            pass
         self.listener.close(unlink=True)
 

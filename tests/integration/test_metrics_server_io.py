@@ -4,6 +4,7 @@ far larger than the socket buffers goes out as the client reads it, never blocki
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from arbiter.addresses import Address
-from arbiter.metrics_server import MAX_CONNECTIONS, SCRAPE_TIMEOUT_S, start
+from arbiter.metrics_server import ACCEPT_PAUSE_S, MAX_CONNECTIONS, SCRAPE_TIMEOUT_S, start
 
 BIG = "x" * 1023 + "\n"
 
@@ -168,3 +169,31 @@ def test_the_handover_to_a_new_master_answers_a_scrape_caught_by_the_exec() -> N
     for sock in (waiting, answered, later):
         sock.close()
     new.close()
+
+
+def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning() -> None:
+    import resource
+
+    loop = Loop("arbiter_generation 1\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    client = socket.socket()
+    client.settimeout(5)
+    client.connect(loop.address)  # in the listen queue; accept() needs one more fd
+    lowest_free = os.dup(0)  # a new fd takes the lowest free number: forbid it and above
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        loop.turn(0.1)  # accept() fails with EMFILE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert loop.server.scrapes == {}
+    assert loop.server.deadline() == pytest.approx(loop.now + ACCEPT_PAUSE_S)
+    assert loop.turn(0.2) >= 0.15  # paused: the pending connection does not wake the loop
+    loop.now += ACCEPT_PAUSE_S
+    loop.turn()  # poll() resumes accepting
+    client.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+    for _ in range(10):
+        loop.turn(0.01)
+    assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+    client.close()
+    loop.close()
