@@ -26,8 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from arbiter import control_server, heartbeat, pidfile, process, reexec, sockets, systemd
-from arbiter.config import Config
-from arbiter.errors import ExitCode
+from arbiter.config import Config, PrivilegesConfig
+from arbiter.errors import ExitCode, UsageError
 from arbiter.policy import (
     Action, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
     Supervisor,
@@ -114,9 +114,10 @@ class Arbiter:
     def start(self) -> None:
         """Bind (or adopt) listeners and install signal handling. Raises typed errors."""
         arb = self.config.arbiter()
+        check_privileges(arb.privileges, os.geteuid(), os.getegid())
         self.call_hook("on_starting")
         self.listeners = sockets.open_listeners(arb.addresses, arb.backlog, arb.uds_mode,
-                                                os.environ)
+                                                os.environ, arb.privileges.owner)
         try:
             self.control.open(arb.control_socket, os.environ)
         except BaseException:
@@ -152,6 +153,9 @@ class Arbiter:
         log.debug("listener fds %s; --timeout %g s, --boot-timeout %g s, --graceful-timeout "
                   "%g s", [listener.sock.fileno() for listener in self.listeners],
                   arb.timeout_s, arb.boot_timeout_s, arb.graceful_timeout_s)
+        if os.geteuid() == 0 and arb.privileges.uid is None:
+            log.warning("the workers run as root: give --user (and --group) so that the app "
+                        "runs unprivileged; the master binds first and stays root")
         self.call_hook("when_ready")
 
     @staticmethod
@@ -513,6 +517,20 @@ class Arbiter:
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
         self.call_hook("on_exit")
+
+
+def check_privileges(privileges: PrivilegesConfig, euid: int, egid: int) -> None:
+    """Refuse at start what a worker could not do after the fork: only root may
+    switch to other ids (the master stays root so it can signal and re-exec its
+    workers; see the README's Deploying section)."""
+    if euid == 0:
+        return
+    if privileges.uid is not None and privileges.uid != euid:
+        raise UsageError(f"--user {privileges.user}: switching the workers to another user "
+                         f"needs root (arbiter runs as uid {euid})")
+    if privileges.gid is not None and privileges.gid != egid:
+        raise UsageError(f"--group {privileges.gid}: switching the workers to another group "
+                         f"needs root (arbiter runs as gid {egid})")
 
 
 def _become_subreaper() -> None:
