@@ -88,6 +88,7 @@ class Arbiter:
         self._next_rss_sample = 0.0
         self._announced_ready = False
         self.notifier = systemd.Notifier(os.environ, os.getpid(), time.monotonic())
+        self._listeners_closed = False
         self.reexec = reexec.Reexec(self)
         self.control = control_server.ControlServer(self)
         self.reloader: Any = None
@@ -206,6 +207,7 @@ class Arbiter:
                 while self.signals:
                     self._handle_signal(self.signals.popleft(), now)
                 self._reap(now)
+                self._close_listeners_once_stopping()
                 self.reexec.poll(now)
                 self._sample_rss(now)
                 self._poll_reloader(now)
@@ -287,6 +289,17 @@ class Arbiter:
             self._execute(self.policy.worker_exited(pid, exit_status, now))
             self.call_hook("child_exit", WorkerInfo(record.slot, record.generation, pid,
                                                 exit_status=exit_status))
+
+    def _close_listeners_once_stopping(self) -> None:
+        """A stop refuses new connections at once. The workers close their copies of
+        the listeners; the master's copy, kept open until it exits, would let the
+        kernel complete handshakes nobody accepts, then reset them at the exit. A
+        load balancer sends a refused connection to another server; a reset one
+        is lost. (Socket activation: systemd's own copy keeps queueing.)"""
+        if self.policy.stopping and not self._listeners_closed:
+            self._listeners_closed = True
+            for listener in self.listeners:
+                listener.close(unlink=True)
 
     def _sample_rss(self, now: float) -> None:
         if not self.config.arbiter().max_rss_mib or now < self._next_rss_sample:
