@@ -1,8 +1,8 @@
 """Test app for arbiter behind nginx and HAProxy (deploy/nginx, deploy/haproxy).
 
 ``/scope``: the client, scheme and headers the app was given; ``/upload``: the
-size and SHA-256 of the request body; ``/pid``: the worker's pid; any other
-path: ``ok``. A WebSocket echoes text as ``echo:TEXT`` and bytes reversed, and
+size and SHA-256 of the request body; ``/pid``: the worker's pid; ``/healthz``:
+``ok`` (what a load balancer's health check asks for); any other path: 404. A WebSocket echoes text as ``echo:TEXT`` and bytes reversed, and
 answers the text ``scope`` with the client and scheme of its own scope.
 """
 
@@ -38,9 +38,11 @@ async def app(scope, receive, send):
         body = json.dumps({"size": size, "sha256": digest.hexdigest()}).encode()
     elif path == "/pid":
         body = str(os.getpid()).encode()
-    else:
+    elif path == "/healthz":
         body = b"ok"
-    await send({"type": "http.response.start", "status": 200,
+    else:
+        body = b"not found"
+    await send({"type": "http.response.start", "status": 404 if body == b"not found" else 200,
                 "headers": [(b"content-type", b"text/plain"),
                             (b"content-length", str(len(body)).encode()),
                             (b"x-worker-pid", str(os.getpid()).encode())]})
