@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.conftest import wait_until
-from tests.unit.test_deploy_files import docker_command, env_of, final_stage
+from tests.dockerfile import docker_command, env_of, final_stage
 
 pytestmark = pytest.mark.slow
 
