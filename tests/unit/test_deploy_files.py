@@ -179,3 +179,14 @@ def test_systemd_analyze_verifies_the_units(tmp_path) -> None:
     if "Failed to" in result.stderr and "bus" in result.stderr.lower():
         pytest.skip(f"systemd-analyze cannot run here: {result.stderr.strip()}")
     assert (result.returncode, result.stderr.strip()) == (0, "")
+
+
+# ------------------------------------------------------------------ config file
+
+
+def test_the_example_config_file_resolves() -> None:
+    from arbiter.cli import read_config_file
+    from arbiter.config import resolve
+
+    config = resolve({"app": "main:app"}, {}, read_config_file(str(DEPLOY / "arbiter.conf.py")))
+    assert config.sources["workers"] == "config file" and config["workers"] == 4
