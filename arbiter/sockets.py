@@ -74,9 +74,10 @@ def open_listeners(addresses: Iterable[Address], backlog: int, uds_mode: int | N
 
 
 def open_unix(path: str, mode: int, backlog: int) -> Listener:
-    """A unix listener outside --bind (the control socket): the same stale-file rule."""
+    """A unix listener outside --bind (the control socket): the same stale-file rule,
+    and the master's owner (never --user's: see the README's Privileges)."""
     address = Address("unix", path=path)
-    return Listener(_bind_unix(address, backlog, mode), address, owns_path=True)
+    return Listener(_bind_unix(address, backlog, mode, owner=None), address, owns_path=True)
 
 
 def adopt_unix(fd: int) -> Listener:

@@ -84,10 +84,12 @@ def all_workers_are(server, uid: int, gid: int, groups: list[int], count: int) -
 @needs_root
 def test_workers_become_nobody_and_the_master_stays_root(arbiter_process, shared_dir) -> None:
     sock, pid_file, port = shared_dir / "app.sock", shared_dir / "arbiter.pid", free_low_port()
+    control = shared_dir / "control.sock"
     server = arbiter_process(
         ["privileged:app", "--workers", "2", "--user", "nobody", "--group", NOGROUP_NAME,
          "--bind", f"unix:{sock}", "--bind", f"127.0.0.1:{port}", "--uds-mode", "660",
-         "--umask", "027", "--pid", str(pid_file)], cwd=shared_dir).wait_ready()
+         "--umask", "027", "--pid", str(pid_file), "--control-socket", str(control)],
+        cwd=shared_dir).wait_ready()
     master = psutil.Process(server.pid)
     assert tuple(master.uids()) == (0, 0, 0) and tuple(master.gids()) == (0, 0, 0)
     wait_until(lambda: all_workers_are(server, NOBODY, 65534, [], 2), 10,
@@ -95,6 +97,8 @@ def test_workers_become_nobody_and_the_master_stays_root(arbiter_process, shared
 
     info = os.stat(sock)  # owned by the service user, with --uds-mode
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, 65534, 0o660)
+    info = os.stat(control)  # the master's: whoever may use it can stop the server
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
     pid_info = os.stat(pid_file)  # readable by the user that needs it
     assert stat.S_IMODE(pid_info.st_mode) == 0o644
     assert pid_file.read_text().strip() == str(server.pid)
