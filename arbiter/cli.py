@@ -19,7 +19,7 @@ from arbiter.errors import ArbiterError, ExitCode, UsageError
 from arbiter.settings import BY_NAME, SETTINGS, Setting
 
 SECTIONS = {"app": "app", "sockets": "sockets", "workers": "workers and supervision",
-            "http": "HTTP", "tls": "TLS", "logging": "logging"}
+            "privileges": "privileges", "http": "HTTP", "tls": "TLS", "logging": "logging"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,8 +170,11 @@ def serve(config: Config, *, reexec_argv: list[str] | None, app_object: Any = No
     from arbiter import logs, workerclass
     from arbiter.master import Arbiter
 
+    privileges = config.privileges()
+    if privileges.umask is not None:  # before the log files and unix sockets are created
+        os.umask(privileges.umask)
     logs.setup(config["log_level"], config["error_log"], config["access_log_file"],
-               json_lines=config["log_format"] == "json")
+               json_lines=config["log_format"] == "json", owner=privileges.owner)
     worker_cls = workerclass.resolve(config["worker_class"])
     preloaded = app_object
     if preloaded is None and config["preload"]:

@@ -50,6 +50,29 @@ class LogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrivilegesConfig:
+    """Who a worker becomes after the fork (None: stay as the master is), and the
+    umask of both sides. Plain numbers: the names were looked up at config time."""
+
+    uid: int | None
+    gid: int | None
+    groups: tuple[int, ...]  # the supplementary groups a worker gets when it switches
+    umask: int | None
+    user: str  # for messages: "nobody (uid 65534)"
+
+    @property
+    def switches(self) -> bool:
+        return self.uid is not None or self.gid is not None
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) for chown(2) of the files the master creates; -1 keeps one."""
+        if not self.switches:
+            return None
+        return (-1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
+
+
+@dataclasses.dataclass(frozen=True)
 class HttpConfig:
     """What the HTTP stack of one worker needs; nothing about processes."""
 
@@ -93,6 +116,7 @@ class WorkerConfig:
     proc_name: str
     log: LogConfig
     http: HttpConfig
+    privileges: PrivilegesConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +144,7 @@ class ArbiterConfig:
     uds_mode: int | None
     control_socket: str | None
     metrics_address: Address | None
+    privileges: PrivilegesConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +179,16 @@ class Config:
     def proc_name(self) -> str:
         return self.values["proc_name"] or self.values["app"] or "arbiter"
 
+    def privileges(self) -> PrivilegesConfig:
+        v = self.values
+        user = v["user"]
+        gid = v["group"] if v["group"] is not None else (user.gid if user else None)
+        groups: tuple[int, ...] = ()
+        if v["initgroups"] and user is not None and gid is not None:
+            groups = tuple(sorted(set(user.groups) | {gid}))
+        return PrivilegesConfig(uid=user.uid if user else None, gid=gid, groups=groups,
+                                umask=v["umask"], user=str(user) if user else "")
+
     def http(self) -> HttpConfig:
         v = self.values
         tls = None
@@ -185,6 +220,7 @@ class Config:
             lifespan=v["lifespan"], worker_class=v["worker_class"], timeout_s=v["timeout"],
             warn_blocking_s=v["warn_blocking"], graceful_timeout_s=v["graceful_timeout"], proc_name=self.proc_name,
             log=LogConfig(v["log_level"], v["error_log"]), http=self.http(),
+            privileges=self.privileges(),
         )
 
     def arbiter(self) -> ArbiterConfig:
@@ -199,6 +235,7 @@ class Config:
             pid_file=v["pid"], proc_name=self.proc_name, addresses=self.addresses,
             backlog=v["backlog"], uds_mode=v["uds_mode"], control_socket=v["control_socket"],
             metrics_address=parse_address(v["metrics_bind"]) if v["metrics_bind"] else None,
+            privileges=self.privileges(),
         )
 
 
@@ -276,5 +313,14 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("--bind", v["bind"] or v["host"], str(exc)) from None
     if v["ssl_certfile"] is None and v["ssl_keyfile"] is not None:
         raise ConfigError("--ssl-keyfile", v["ssl_keyfile"], "needs --ssl-certfile as well")
+    user = v["user"]
+    if user is not None and user.gid is None and v["group"] is None:
+        raise ConfigError("--user", user.uid, "this uid has no passwd entry, so it has no login "
+                                              "group: give --group too")
+    if v["initgroups"] and user is None:
+        raise ConfigError("--initgroups", True, "needs --user, whose groups it sets")
+    if v["initgroups"] and user is not None and user.name is None:
+        raise ConfigError("--initgroups", True, f"uid {user.uid} has no passwd entry, so "
+                                                "/etc/group cannot list its groups")
     if v["timeout"] and v["timeout"] < 2:
         raise ConfigError("--timeout", v["timeout"], "must be 0 (off) or at least 2 seconds")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from typing import Any
 
 ERROR_LOGGER = "arbiter.error"
 ACCESS_LOGGER = "arbiter.access"
@@ -46,27 +48,41 @@ class JsonFormatter(logging.Formatter):
 
 
 class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Appends to a file; reopen() picks up a file renamed away by logrotate."""
+    """Appends to a file; reopen() picks up a file renamed away by logrotate.
 
-    def __init__(self, path: str) -> None:
+    With --user the master gives the file to that user (``owner``), as gunicorn
+    does: the master reopens first and creates the new file as root, then the
+    workers, no longer root, reopen it too."""
+
+    def __init__(self, path: str, owner: tuple[int, int] | None = None) -> None:
         self.path = path
-        super().__init__(open(path, "a", buffering=1, encoding="utf-8"))
+        self.owner = owner
+        super().__init__(self._open())
+
+    def _open(self) -> Any:
+        stream = open(self.path, "a", buffering=1, encoding="utf-8")
+        if self.owner is not None and os.geteuid() == 0:
+            try:
+                os.chown(self.path, *self.owner)
+            except OSError:
+                pass  # /dev/stderr, a file on a filesystem without owners
+        return stream
 
     def reopen(self) -> None:
         self.acquire()
         try:
             old = self.stream
-            self.stream = open(self.path, "a", buffering=1, encoding="utf-8")
+            self.stream = self._open()
             old.close()
         finally:
             self.release()
 
 
 def setup(level: str, error_log: str | None, access_log_file: str | None,
-          json_lines: bool = False) -> None:
+          json_lines: bool = False, owner: tuple[int, int] | None = None) -> None:
     error = logging.getLogger(ERROR_LOGGER)
     error.handlers.clear()
-    handler: logging.Handler = (ReopenableFileHandler(error_log) if error_log
+    handler: logging.Handler = (ReopenableFileHandler(error_log, owner) if error_log
                                 else logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonFormatter() if json_lines else
                          _Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
@@ -76,8 +92,8 @@ def setup(level: str, error_log: str | None, access_log_file: str | None,
 
     access = logging.getLogger(ACCESS_LOGGER)
     access.handlers.clear()
-    ahandler: logging.Handler = (ReopenableFileHandler(access_log_file) if access_log_file
-                                 else logging.StreamHandler(sys.stdout))
+    ahandler: logging.Handler = (ReopenableFileHandler(access_log_file, owner)
+                                 if access_log_file else logging.StreamHandler(sys.stdout))
     ahandler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(ahandler)
     access.setLevel(logging.INFO)

@@ -27,8 +27,8 @@ from typing import Any
 
 from arbiter import __version__, control_server, heartbeat, metrics, metrics_server, pidfile
 from arbiter import process, reexec, sockets, systemd
-from arbiter.config import Config
-from arbiter.errors import ExitCode
+from arbiter.config import Config, PrivilegesConfig
+from arbiter.errors import ExitCode, UsageError
 from arbiter.policy import (
     Action, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
     Supervisor,
@@ -89,6 +89,7 @@ class Arbiter:
         self._next_rss_sample = 0.0
         self._announced_ready = False
         self.notifier = systemd.Notifier(os.environ, os.getpid(), time.monotonic())
+        self._listeners_closed = False
         self.reexec = reexec.Reexec(self)
         self.control = control_server.ControlServer(self)
         self.ledger = metrics.Ledger()  # totals that outlive workers (and re-execs)
@@ -117,9 +118,10 @@ class Arbiter:
     def start(self) -> None:
         """Bind (or adopt) listeners and install signal handling. Raises typed errors."""
         arb = self.config.arbiter()
+        check_privileges(arb.privileges, os.geteuid(), os.getegid())
         self.call_hook("on_starting")
         self.listeners = sockets.open_listeners(arb.addresses, arb.backlog, arb.uds_mode,
-                                                os.environ)
+                                                os.environ, arb.privileges.owner)
         try:
             self.control.open(arb.control_socket, os.environ)
         except BaseException:
@@ -158,6 +160,9 @@ class Arbiter:
         log.debug("listener fds %s; --timeout %g s, --boot-timeout %g s, --graceful-timeout "
                   "%g s", [listener.sock.fileno() for listener in self.listeners],
                   arb.timeout_s, arb.boot_timeout_s, arb.graceful_timeout_s)
+        if os.geteuid() == 0 and arb.privileges.uid is None:
+            log.warning("the workers run as root: give --user (and --group) so that the app "
+                        "runs unprivileged; the master binds first and stays root")
         self.call_hook("when_ready")
 
     def _start_metrics(self, arb: Any) -> None:
@@ -226,6 +231,7 @@ class Arbiter:
                 while self.signals:
                     self._handle_signal(self.signals.popleft(), now)
                 self._reap(now)
+                self._close_listeners_once_stopping()
                 self.reexec.poll(now)
                 self._sample_rss(now)
                 if self.metrics is not None:
@@ -317,6 +323,16 @@ class Arbiter:
         """For --max-rss, and for what --metrics-bind and `arbiter status` show."""
         return (self.metrics is not None or self.control.listener is not None
                 or bool(self.config.arbiter().max_rss_mib))
+    def _close_listeners_once_stopping(self) -> None:
+        """A stop refuses new connections at once. The workers close their copies of
+        the listeners; the master's copy, kept open until it exits, would let the
+        kernel complete handshakes nobody accepts, then reset them at the exit. A
+        load balancer sends a refused connection to another server; a reset one
+        is lost. (Socket activation: systemd's own copy keeps queueing.)"""
+        if self.policy.stopping and not self._listeners_closed:
+            self._listeners_closed = True
+            for listener in self.listeners:
+                listener.close(unlink=True)
 
     def _sample_rss(self, now: float) -> None:
         if now < self._next_rss_sample or not self._samples_rss():
@@ -558,6 +574,20 @@ class Arbiter:
         if self.pid_file:
             pidfile.remove(self.pid_file, os.getpid())
         self.call_hook("on_exit")
+
+
+def check_privileges(privileges: PrivilegesConfig, euid: int, egid: int) -> None:
+    """Refuse at start what a worker could not do after the fork: only root may
+    switch to other ids (the master stays root so it can signal and re-exec its
+    workers; see the README's Deploying section)."""
+    if euid == 0:
+        return
+    if privileges.uid is not None and privileges.uid != euid:
+        raise UsageError(f"--user {privileges.user}: switching the workers to another user "
+                         f"needs root (arbiter runs as uid {euid})")
+    if privileges.gid is not None and privileges.gid != egid:
+        raise UsageError(f"--group {privileges.gid}: switching the workers to another group "
+                         f"needs root (arbiter runs as gid {egid})")
 
 
 def _become_subreaper() -> None:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter import accounts
 from arbiter.addresses import parse_address
 
 Converter = Callable[[Any], Any]
@@ -198,19 +199,53 @@ def _optional_listen_address(raw: Any) -> str | None:
     return text
 
 
-def _octal_mode(raw: Any) -> int | None:
+def _octal(example: str) -> Converter:
+    """An octal number up to 0o777: 660, 0660 and 0o660 are the same (a config
+    file's int is taken as it is, so write it as 0o660 there)."""
+
+    def convert(raw: Any) -> int | None:
+        if raw in (None, ""):
+            return None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        else:
+            try:
+                value = int(str(raw).strip(), 8)
+            except ValueError:
+                raise InvalidValue(f"must be an octal number such as {example}") from None
+        if not 0 <= value <= 0o777:
+            raise InvalidValue(f"must be an octal number from 0 to 777, such as {example}")
+        return value
+
+    return convert
+
+
+def _user(raw: Any) -> accounts.User | None:
     if raw in (None, ""):
         return None
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    else:
-        try:
-            value = int(str(raw), 8)
-        except ValueError:
-            raise InvalidValue("must be an octal file mode such as 660") from None
-    if not 0 <= value <= 0o777:
-        raise InvalidValue("must be an octal file mode such as 660")
-    return value
+    if isinstance(raw, accounts.User):
+        return raw
+    text = str(raw).strip()
+    try:
+        return accounts.lookup_user(text)
+    except LookupError:
+        raise InvalidValue("no such user") from None
+    except ValueError:
+        raise InvalidValue(f"must be a user name or a uid from 0 to {accounts.MAX_ID}") from None
+
+
+def _group(raw: Any) -> int | None:
+    if raw in (None, ""):
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= accounts.MAX_ID:
+        return raw
+    text = str(raw).strip()
+    try:
+        return accounts.lookup_group(text)
+    except LookupError:
+        raise InvalidValue("no such group") from None
+    except ValueError:
+        raise InvalidValue(f"must be a group name or a gid from 0 to {accounts.MAX_ID}") from None
 
 
 # ------------------------------------------------------------------ registry
@@ -243,7 +278,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("fd", _int(0), None, "Inherited file descriptor of a listening socket to serve.",
       ("--fd",), section="sockets"),
     S("backlog", _int(1, 65535), 2048, "Listen backlog.", ("--backlog",), section="sockets"),
-    S("uds_mode", _octal_mode, None, "File mode (octal) for unix sockets arbiter creates.",
+    S("uds_mode", _octal("660"), None, "File mode (octal) for unix sockets arbiter creates.",
       ("--uds-mode",), metavar="MODE", section="sockets"),
     S("control_socket", _optional_str, None, "Unix socket (created mode 0600) on which the "
       "master takes commands: arbiter status, reload, scale, reopen-logs, stop. Off by default.",
@@ -293,6 +328,17 @@ SETTINGS: tuple[Setting, ...] = (
       metavar="FILE", section="workers"),
     S("proc_name", _optional_str, None, "Name used in process titles (default: the app).",
       ("--proc-name", "-n", "--name"), section="workers"),
+    # -- privileges
+    S("user", _user, None, "Run the workers as this user (a name or a uid); the master binds "
+      "first and stays root. Unix sockets and log files arbiter creates are chowned to it.",
+      ("-u", "--user"), metavar="USER", section="privileges"),
+    S("group", _group, None, "Run the workers with this group (a name or a gid); default: the "
+      "login group of --user.", ("-g", "--group"), metavar="GROUP", section="privileges"),
+    S("umask", _octal("022"), None, "umask (octal) of the master, set before it binds and opens "
+      "log files, and of the workers (default: inherited).", ("-m", "--umask"), metavar="MASK",
+      section="privileges"),
+    S("initgroups", _bool, False, "Give the workers the supplementary groups of --user (its "
+      "login group and every group /etc/group lists it in); default: none.", ("--initgroups",), kind="bool", section="privileges"),
     # -- http
     S("keep_alive", _float(0), 5.0, "Seconds an idle keep-alive connection is kept open.",
       ("--keep-alive", "--timeout-keep-alive"), section="http"),

@@ -51,8 +51,13 @@ class Listener:
 
 
 def open_listeners(addresses: Iterable[Address], backlog: int, uds_mode: int | None,
-                   environ: Mapping[str, str]) -> list[Listener]:
-    """Bind every address, or adopt the descriptors a parent handed down."""
+                   environ: Mapping[str, str],
+                   owner: tuple[int, int] | None = None) -> list[Listener]:
+    """Bind every address, or adopt the descriptors a parent handed down.
+
+    A unix socket file arbiter creates gets ``uds_mode`` and, with --user or
+    --group, that owner (uid, gid; -1 keeps one), as gunicorn does: whoever may
+    connect is decided by the file, so it belongs to the service's account."""
     addresses = tuple(addresses)
     inherited = _inherited_fds(environ)
     if inherited is not None:
@@ -60,7 +65,7 @@ def open_listeners(addresses: Iterable[Address], backlog: int, uds_mode: int | N
     listeners: list[Listener] = []
     try:
         for address in addresses:
-            listeners.append(_open_one(address, backlog, uds_mode))
+            listeners.append(_open_one(address, backlog, uds_mode, owner))
     except BaseException:
         for listener in listeners:
             listener.close(unlink=True)
@@ -69,9 +74,10 @@ def open_listeners(addresses: Iterable[Address], backlog: int, uds_mode: int | N
 
 
 def open_unix(path: str, mode: int, backlog: int) -> Listener:
-    """A unix listener outside --bind (the control socket): the same stale-file rule."""
+    """A unix listener outside --bind (the control socket): the same stale-file rule,
+    and the master's owner (never --user's: see the README's Privileges)."""
     address = Address("unix", path=path)
-    return Listener(_bind_unix(address, backlog, mode), address, owns_path=True)
+    return Listener(_bind_unix(address, backlog, mode, owner=None), address, owns_path=True)
 
 
 def adopt_unix(fd: int) -> Listener:
@@ -98,11 +104,12 @@ def _inherited_fds(environ: Mapping[str, str]) -> list[int] | None:
     return None
 
 
-def _open_one(address: Address, backlog: int, uds_mode: int | None) -> Listener:
+def _open_one(address: Address, backlog: int, uds_mode: int | None,
+              owner: tuple[int, int] | None) -> Listener:
     if address.kind == "fd":
         return Listener(_adopt_fd(address.fd), address, owns_path=False)
     if address.kind == "unix":
-        return Listener(_bind_unix(address, backlog, uds_mode), address, owns_path=True)
+        return Listener(_bind_unix(address, backlog, uds_mode, owner), address, owns_path=True)
     return Listener(_bind_tcp(address, backlog), address, owns_path=False)
 
 
@@ -128,7 +135,8 @@ def _bind_tcp(address: Address, backlog: int) -> socket.socket:
     return sock
 
 
-def _bind_unix(address: Address, backlog: int, uds_mode: int | None) -> socket.socket:
+def _bind_unix(address: Address, backlog: int, uds_mode: int | None,
+               owner: tuple[int, int] | None) -> socket.socket:
     path = address.path
     _remove_stale_unix_socket(address)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -144,6 +152,9 @@ def _bind_unix(address: Address, backlog: int, uds_mode: int | None) -> socket.s
                 sock.bind(path)
             finally:
                 os.umask(umask)
+        if owner is not None:
+            os.chown(path, *owner)
+        if uds_mode is not None:
             os.chmod(path, uds_mode)
         sock.listen(backlog)
     except OSError as exc:

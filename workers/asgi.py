@@ -25,6 +25,10 @@ class AsgiWorker(Worker):
     def wrap_app(self, app: Any) -> Any:
         return app
 
+    def import_stack(self) -> None:
+        from workers.http import server  # with the WebSocket layer and the proxy parsers
+        server.pick_parser(self.config.http.backend)
+
     def load_counters(self) -> tuple[int, int]:
         if self.server is None:
             return 0, 0

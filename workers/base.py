@@ -2,8 +2,9 @@
 
 Everything a worker does after the fork that is not about a protocol lives
 here: process title, parent-death signal, faulthandler for SIGABRT, event-loop
-signal handlers, and the heartbeat timer that runs *on the event loop* (so a
-loop blocked by app code goes silent and the master's --timeout catches it).
+signal handlers, --umask and the switch to --user/--group (before the app is
+imported), and the heartbeat timer that runs *on the event loop* (so a loop
+blocked by app code goes silent and the master's --timeout catches it).
 The --warn-blocking watcher (workers/stall.py) runs from ready until serve() returns.
 """
 
@@ -54,7 +55,8 @@ class Worker:
     4) or ``BootError`` (exit 3) when the app cannot start. Set
     ``loop_factory`` to choose the event loop. ``blocked_loop_warnings``
     counts the stalls --warn-blocking caught (one per stall, rate-limited
-    out of the log or not).
+    out of the log or not). ``import_stack()`` imports what the worker needs
+    besides the app before it gives up root (see ``drop_privileges``).
     """
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
@@ -90,6 +92,7 @@ class Worker:
             asyncio.set_event_loop(loop)
             self.stop_requested = asyncio.Event()
             self.install_signal_handlers(loop)
+            self.drop_privileges()
             try:
                 return loop.run_until_complete(self.serve())
             finally:
@@ -128,6 +131,32 @@ class Worker:
         signal.signal(signal.SIGTTIN, signal.SIG_IGN)
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    def drop_privileges(self) -> None:
+        """--umask, then --user/--group: after the fork, the event loop and the
+        worker's own imports, before the app is imported, so no app code runs as
+        root. The service user may be unable to read the Python installation (a
+        venv under /root), so every module the worker needs later is imported
+        first (``import_stack``); the app's own modules must be readable by it."""
+        privileges = self.config.privileges
+        if privileges.umask is not None:
+            os.umask(privileges.umask)
+        if not privileges.switches or os.geteuid() != 0:
+            return  # not root: the master allowed only the ids it already has
+        self.import_stack()
+        try:
+            process.switch_user(privileges.uid, privileges.gid, privileges.groups)
+        except OSError as exc:
+            raise BootError(f"cannot switch to --user {privileges.user or '(unchanged)'} "
+                            f"--group {privileges.gid}: {exc.strerror or exc}") from None
+        # a change of credentials clears the parent-death signal: arm it again
+        process.prctl(process.PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != self.master_pid:
+            raise SystemExit(0)
+
+    def import_stack(self) -> None:
+        """Import the modules this worker needs besides the app (its protocol stack,
+        parsers): called before the switch to --user, while they are readable."""
 
     def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, False)

@@ -237,6 +237,8 @@ class HttpServer:
         asyncio/uvloop server closes only our dup, never the master's socket."""
         context = self._ssl_context
         for sock in self._listen_on:
+            if sock.fileno() < 0:
+                continue  # closed by shutdown() while a resume was under way
             dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
             dup.setblocking(False)
             if context is not None and self.config.proxy_protocol:
@@ -318,6 +320,11 @@ class HttpServer:
         self.stopping = True
         for server in self.servers:
             server.close()
+        # and this process's copies of the listeners: once the master and every
+        # stopping worker have let go, a new connection is refused (a load balancer
+        # tries another server) instead of waiting in a queue no one accepts from
+        for sock in self._listen_on:
+            sock.close()
         # a connection accepted just before close() gets its connection_made a
         # few loop iterations later (asyncio accepts through a task): let those
         # run, so it is counted and answered instead of dropped at exit
