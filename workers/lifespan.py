@@ -45,7 +45,8 @@ class Lifespan:
             message = await asyncio.wait_for(self._startup_done, timeout_s)
         except asyncio.TimeoutError:
             self._abandon()
-            raise BootError(f"lifespan startup did not complete within {timeout_s:g} s "
+            took = round(timeout_s or 0.0, 2)
+            raise BootError(f"lifespan startup did not complete within {took:g} s "
                             f"({bound_by})") from None
         if message["type"] == "lifespan.startup.failed":
             raise BootError(f"lifespan startup failed: {message.get('message') or 'no message'}")
