@@ -2,11 +2,13 @@
 app behaviour (a stream's pacing, a hanging handler), not test synchronisation.
 
 Printed on stdout, one write per line (workers share it):
-``WS OPEN <id> <pid>``, ``WS DISCONNECT <id> <code>``, ``WS FINALLY <id>``;
+``WS OPEN <id> <pid>``, ``WS DISCONNECT <id> <code>``, ``WS CLEANED <id>``,
+``WS FINALLY <id>``;
 ``STREAM FINALLY <id> <chunks sent>``; ``LIFESPAN SHUTDOWN START|FINALLY <pid>``.
 
-WebSockets: ``/ws?id=X`` accepts, sends ``{"pid": ..., "id": X}`` and echoes text
-until the disconnect; ``/ws/stubborn?id=X`` ignores the disconnect and awaits
+WebSockets: ``/ws?id=X&cleanup=S`` accepts, sends ``{"pid": ..., "id": X}`` and
+echoes text until the disconnect, then takes S seconds to clean up (say, saving
+the session) and prints ``WS CLEANED`` (a task cancelled meanwhile never does); ``/ws/stubborn?id=X`` ignores the disconnect and awaits
 forever (it is cancelled at the graceful timeout); ``/ws/deaf?id=X`` never
 receives after its hello (ends when the client goes); ``/ws/flood?mib=N`` sends N
 messages of 1 MiB of random bytes as fast as send() lets it (progress at
@@ -26,7 +28,7 @@ DENY_BODY = b"no entry without a token\n"
 
 
 def _say(line):
-    print(line, flush=True)
+    os.write(1, (line + "\n").encode())  # one write: lines from two workers never interleave
 
 
 async def _lifespan(receive, send):
@@ -122,6 +124,8 @@ async def _websocket(scope, receive, send, query):
                 _say(f"WS DISCONNECT {ident} {message.get('code')}")
                 if path == "/ws/stubborn":
                     await asyncio.Event().wait()  # ignores it: only a cancel ends this
+                await asyncio.sleep(float(query.get("cleanup", "0")))
+                _say(f"WS CLEANED {ident}")
                 return
             await send({"type": "websocket.send", "text": "echo:" + (message.get("text") or "")})
     finally:

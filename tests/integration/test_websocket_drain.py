@@ -21,6 +21,7 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.slow
 
 CLIENTS = 20
+LOOPS = pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 
 
 def ws_url(server, path: str) -> str:
@@ -28,17 +29,17 @@ def ws_url(server, path: str) -> str:
     return f"ws://{host}:{port}{path}"
 
 
-def finally_ids(server) -> set[str]:
-    return set(re.findall(r"^WS FINALLY (\S+)$", server.stdout, re.M))
+def finally_ids(server, what: str = "FINALLY") -> set[str]:
+    return set(re.findall(rf"^WS {what} (\S+)$", server.stdout, re.M))
 
 
-def wait_finally(server, idents: set[str]) -> None:
-    """Every app task among ``idents`` printed its WS FINALLY line."""
+def wait_finally(server, idents: set[str], what: str = "FINALLY") -> None:
+    """Every app task among ``idents`` printed its WS FINALLY (or CLEANED) line."""
     try:
-        wait_until(lambda: idents <= finally_ids(server), 10, message="every WS FINALLY")
+        wait_until(lambda: idents <= finally_ids(server, what), 10, message=f"every WS {what}")
     except AssertionError:
-        missing = sorted(idents - finally_ids(server))
-        raise AssertionError(f"no WS FINALLY for {missing}:\n{server.stdout[-3000:]}\n"
+        missing = sorted(idents - finally_ids(server, what))
+        raise AssertionError(f"no WS {what} for {missing}:\n{server.stdout[-3000:]}\n"
                              f"{server.stderr[-3000:]}") from None
 
 
@@ -51,8 +52,10 @@ class Client:
     """One WebSocket client that reconnects after every close until it lands on a
     worker that is not one of ``old_pids``; records each connection and close."""
 
-    def __init__(self, index: int, server, old_pids: set[int], reconnect: bool = True) -> None:
+    def __init__(self, index: int, server, old_pids: set[int], reconnect: bool = True,
+                 cleanup_s: float = 0.5) -> None:
         self.index = index
+        self.cleanup_s = cleanup_s
         self.reconnect = reconnect
         self.server = server
         self.old_pids = old_pids
@@ -68,7 +71,8 @@ class Client:
             ident = f"c{self.index}-{attempt}"
             attempt += 1
             try:
-                async with websockets.connect(ws_url(self.server, f"/ws?id={ident}"),
+                path = f"/ws?id={ident}&cleanup={self.cleanup_s}"
+                async with websockets.connect(ws_url(self.server, path),
                                               open_timeout=20, ping_interval=None) as ws:
                     hello = json.loads(await ws.recv())
                     self.connections.append((ident, hello["pid"]))
@@ -94,10 +98,11 @@ class Client:
                 return
 
 
+@LOOPS
 def test_sighup_closes_every_websocket_with_1012_and_clients_reconnect_to_the_new_generation(
-        arbiter_process) -> None:
+        arbiter_process, loop: str) -> None:
     server = arbiter_process(["long_lived:app", "--workers", "2", "--ws-close-timeout", "5",
-                              "--graceful-timeout", "30"]).wait_ready()
+                              "--graceful-timeout", "30", "--worker-class", loop]).wait_ready()
     old_pids = set(server.worker_pids())
     assert len(old_pids) == 2
 
@@ -130,14 +135,16 @@ def test_sighup_closes_every_websocket_with_1012_and_clients_reconnect_to_the_ne
             assert code == 1012, f"client {c.index} got close code {code}"
             assert clean, f"client {c.index}: no clean close handshake"
         assert c.connections[-1][1] in new_pids
-    # every app task on an old worker heard 1012 and ran its finally block
+    # every app task on an old worker heard 1012, had the time to clean up (0.5 s,
+    # not cancelled at once) and ran its finally block
     on_old = {ident for c in clients for ident, pid in c.connections if pid in old_pids}
+    wait_finally(server, on_old, "CLEANED")
     wait_finally(server, on_old)
     codes = disconnect_codes(server)
     assert all(codes[ident] == 1012 for ident in on_old), codes
     closed_all = max(c.closes[0][0] for c in clients) - started
     reconnected_all = max(c.landed_at for c in clients if c.landed_at) - started
-    print(f"\nSIGHUP -> all {CLIENTS} WebSocket clients closed: {closed_all:.2f} s; "
+    print(f"\n{loop}: SIGHUP -> all {CLIENTS} WebSocket clients closed: {closed_all:.2f} s; "
           f"all reconnected to generation 2: {reconnected_all:.2f} s; "
           f"closes: {sum(len(c.closes) for c in clients)}, "
           f"upgrades refused while draining: {sum(c.refused for c in clients)}")
@@ -165,6 +172,7 @@ def test_sigterm_closes_every_websocket_with_1001_and_the_master_exits_0(
             (c.index, c.closes)
     idents = {ident for c in clients for ident, _ in c.connections}
     assert len(idents) >= CLIENTS
+    wait_finally(server, idents, "CLEANED")
     wait_finally(server, idents)
     assert all(code == 1001 for code in disconnect_codes(server).values())
     closed_all = max(c.closes[0][0] for c in clients) - started
@@ -209,13 +217,14 @@ def read_until_close(sock: socket.socket, client: WSConnection, answer: bool,
     raise AssertionError("the server never closed the connection")
 
 
+@LOOPS
 def test_a_client_that_ignores_the_close_frame_is_dropped_at_the_close_timeout(
-        arbiter_process) -> None:
+        arbiter_process, loop: str) -> None:
     """Two raw clients on one worker: one answers the close (TCP closed at once),
     one never reads nor answers (dropped at --ws-close-timeout, not at the
     graceful timeout); the retiring worker exits right after."""
     server = arbiter_process(["long_lived:app", "--workers", "1", "--ws-close-timeout", "1.5",
-                              "--graceful-timeout", "30"]).wait_ready()
+                              "--graceful-timeout", "30", "--worker-class", loop]).wait_ready()
     (old_pid,) = server.worker_pids()
     polite, polite_ws = raw_handshake(server, "/ws?id=polite")
     silent, silent_ws = raw_handshake(server, "/ws?id=silent")
@@ -231,7 +240,7 @@ def test_a_client_that_ignores_the_close_frame_is_dropped_at_the_close_timeout(
         dropped = time.monotonic() - frame_at
         # the silent one now reads what waited in its buffer: the close frame, then EOF
         silent_code, _, _ = read_until_close(silent, silent_ws, False, time.monotonic() + 10)
-    print(f"\nsilent client dropped {dropped:.2f} s after the close frame "
+    print(f"\n{loop}: silent client dropped {dropped:.2f} s after the close frame "
           f"(--ws-close-timeout 1.5)")
     assert silent_code == 1012
     assert 1.3 <= dropped < 8, dropped  # at the close timeout, far from the 30 s graceful one
@@ -368,12 +377,14 @@ def test_a_401_denial_reaches_the_client_whole(arbiter_process) -> None:
     assert body == DENY_BODY  # exactly the body, and the connection closed after it
 
 
+@LOOPS
 def test_send_to_a_client_that_does_not_read_waits_and_memory_stays_flat(
-        arbiter_process) -> None:
+        arbiter_process, loop: str) -> None:
     """The app tries to send 100 MiB in 1 MiB messages to a client that never
     reads: send() waits (a few messages go, into the socket buffers) and the
     worker's RSS stays flat."""
-    server = arbiter_process(["long_lived:app", "--ws-ping-interval", "0"]).wait_ready()
+    server = arbiter_process(["long_lived:app", "--ws-ping-interval", "0",
+                              "--worker-class", loop]).wait_ready()
     (pid,) = server.worker_pids()
     worker = psutil.Process(pid)
     import httpx
@@ -399,7 +410,7 @@ def test_send_to_a_client_that_does_not_read_waits_and_memory_stays_flat(
             time.sleep(0.25)  # deliberate (noqa: sleep): sampling interval of a 6 s watch
         stalled_at = samples[-1]
         growth_mib = (worker.memory_info().rss - before) / 2**20
-    print(f"\nflood: {stalled_at} of 100 MiB sent before send() waited; "
+    print(f"\n{loop}: flood: {stalled_at} of 100 MiB sent before send() waited; "
           f"worker RSS growth {growth_mib:.1f} MiB")
     assert not flood()["done"]
     assert samples[-1] == samples[len(samples) // 2], samples  # stalled: no progress
