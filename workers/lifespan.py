@@ -3,9 +3,10 @@
 Startup runs before the worker reports READY; a failure, or a startup past
 its bound, raises BootError so the worker exits with the boot-error code.
 Shutdown past its bound is abandoned (the app's task is cancelled, so its
-``finally`` blocks run) and the worker goes on exiting. In ``auto`` mode an app that raises
-before it ever calls ``receive()`` is taken not to support lifespan (logged,
-not fatal); one that fails after receiving the startup event failed for real.
+``finally`` blocks run) and the worker goes on exiting. In ``auto`` mode an
+app that raises before it ever calls ``receive()`` is taken not to support
+lifespan (logged, not fatal); one that fails after receiving the startup
+event failed for real. The bounds come from ``workers.stopping``.
 """
 
 from __future__ import annotations
