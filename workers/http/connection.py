@@ -238,6 +238,7 @@ class HttpConnection(asyncio.Protocol):
         if self.server.stopping:  # draining: the client retries, and a new worker takes it
             self.write(simple_response(503, "Service Unavailable",
                                        b"retry-after: 1\r\n" + self.server.default_headers()))
+            self.server.responses_by_class[5] += 1
             self._close()
             raise _Upgraded()
         raw = b"%s %s HTTP/1.1\r\n" % (method.encode(), target) + b"".join(
