@@ -41,6 +41,7 @@ class AccessLogConfig:
     path: str | None
     format: str | None
     json: bool
+    health: bool = False  # also log --health-path requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +92,10 @@ class HttpConfig:
     ws_max_size: int
     ws_ping_interval_s: float
     ws_ping_timeout_s: float
+    ws_close_timeout_s: float
+    ws_max_queue: int
+    ws_per_message_deflate: bool
+    health_path: str | None
     server_header: bool
     date_header: bool
     default_headers: tuple[tuple[str, str], ...]
@@ -113,6 +118,9 @@ class WorkerConfig:
     timeout_s: float
     warn_blocking_s: float
     graceful_timeout_s: float
+    boot_timeout_s: float
+    shutdown_delay_s: float
+    timeout_lifespan_s: float | None  # None: derived from the boot and graceful timeouts
     proc_name: str
     log: LogConfig
     http: HttpConfig
@@ -127,6 +135,7 @@ class ArbiterConfig:
     timeout_s: float
     boot_timeout_s: float
     graceful_timeout_s: float
+    shutdown_delay_s: float
     max_requests: int
     max_requests_jitter: int
     max_rss_mib: int
@@ -204,13 +213,16 @@ class Config:
             limit_request_field_size=v["limit_request_field_size"],
             limit_request_body=v["limit_request_body"], limit_concurrency=v["limit_concurrency"],
             ws_max_size=v["ws_max_size"], ws_ping_interval_s=v["ws_ping_interval"],
-            ws_ping_timeout_s=v["ws_ping_timeout"],
+            ws_ping_timeout_s=v["ws_ping_timeout"], ws_close_timeout_s=v["ws_close_timeout"],
+            ws_max_queue=v["ws_max_queue"], ws_per_message_deflate=v["ws_per_message_deflate"],
+            health_path=v["health_path"],
             server_header=v["server_header"], date_header=v["date_header"],
             default_headers=v["headers"], proxy_headers=v["proxy_headers"],
             forwarded_allow_ips=v["forwarded_allow_ips"], proxy_protocol=v["proxy_protocol"],
             tls=tls,
             access_log=AccessLogConfig(v["access_log"], v["access_log_file"],
-                                       v["access_log_format"], v["access_log_json"]),
+                                       v["access_log_format"], v["access_log_json"],
+                                       v["access_log_health"]),
         )
 
     def worker(self) -> WorkerConfig:
@@ -218,7 +230,9 @@ class Config:
         return WorkerConfig(
             app=v["app"] or "", factory=v["factory"], app_dir=v["app_dir"],
             lifespan=v["lifespan"], worker_class=v["worker_class"], timeout_s=v["timeout"],
-            warn_blocking_s=v["warn_blocking"], graceful_timeout_s=v["graceful_timeout"], proc_name=self.proc_name,
+            warn_blocking_s=v["warn_blocking"], graceful_timeout_s=v["graceful_timeout"],
+            boot_timeout_s=v["boot_timeout"], shutdown_delay_s=v["shutdown_delay"],
+            timeout_lifespan_s=v["timeout_lifespan"], proc_name=self.proc_name,
             log=LogConfig(v["log_level"], v["error_log"]), http=self.http(),
             privileges=self.privileges(),
         )
@@ -227,7 +241,8 @@ class Config:
         v = self.values
         return ArbiterConfig(
             workers=v["workers"], timeout_s=v["timeout"], boot_timeout_s=v["boot_timeout"],
-            graceful_timeout_s=v["graceful_timeout"], max_requests=v["max_requests"],
+            graceful_timeout_s=v["graceful_timeout"], shutdown_delay_s=v["shutdown_delay"],
+            max_requests=v["max_requests"],
             max_requests_jitter=v["max_requests_jitter"], max_rss_mib=v["max_rss"],
             max_lifetime_s=v["max_lifetime"], max_recycling=v["max_recycling"],
             preload=v["preload"], reload=v["reload"], reload_dirs=v["reload_dirs"],

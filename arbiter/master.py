@@ -111,7 +111,8 @@ class Arbiter:
         a = config.arbiter()
         return PolicyConfig(
             workers=a.workers, timeout_s=a.timeout_s, boot_timeout_s=a.boot_timeout_s,
-            graceful_timeout_s=a.graceful_timeout_s, max_requests=a.max_requests,
+            graceful_timeout_s=a.graceful_timeout_s, shutdown_delay_s=a.shutdown_delay_s,
+            max_requests=a.max_requests,
             max_requests_jitter=a.max_requests_jitter, max_rss_mib=a.max_rss_mib,
             max_lifetime_s=a.max_lifetime_s, max_recycling=a.max_recycling)
 

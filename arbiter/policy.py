@@ -40,6 +40,7 @@ class PolicyConfig:
     timeout_s: float = 30.0
     boot_timeout_s: float = 60.0
     graceful_timeout_s: float = 30.0
+    shutdown_delay_s: float = 0.0  # a SIGTERMed ready worker serves this long before draining
     max_requests: int = 0
     max_requests_jitter: int = 0
     max_rss_mib: int = 0
@@ -165,6 +166,9 @@ class WorkerRecord:
     error: str = ""  # why it could not boot, as the worker reported it
 
     retire_cause: str = ""  # why it was retired, as a metric label: reload, max_requests...
+    # how long it may drain from retired_at: --graceful-timeout, plus --shutdown-delay for
+    # a ready worker told to stop (SIGTERM) rather than to retire (SIGUSR2)
+    drain_allowance_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -394,7 +398,8 @@ class Supervisor:
         self.stopping = True
         self._graceful = graceful
         sig = signal.SIGTERM if self._graceful else signal.SIGQUIT
-        wait = self.config.graceful_timeout_s if self._graceful else QUICK_STOP_S
+        # SIGTERM: every ready worker serves --shutdown-delay more, then drains
+        wait = self._stop_allowance() if self._graceful else QUICK_STOP_S
         self._stop_deadline = now + wait
         kind = "graceful" if self._graceful else "quick"
         actions: list[Action] = [Log("info", f"{kind} stop of {len(self.workers)} worker(s)")]
@@ -441,7 +446,7 @@ class Supervisor:
                 deadlines.append(w.aborted_at + ABORT_GRACE_S if w.aborted_at
                                  else w.last_beat + c.timeout_s)
             if w.retired_at and not self.stopping and not w.kill_sent:
-                deadlines.append(w.retired_at + c.graceful_timeout_s)
+                deadlines.append(w.retired_at + self._drain_allowance(w))
             if c.max_lifetime_s and w.phase is Phase.READY and not w.recycle_reason:
                 # Only a future one: a worker past its lifetime that is not marked yet
                 # waits for --max-recycling room or the end of a reload, and both come
@@ -471,8 +476,12 @@ class Supervisor:
             return []
         for w in pending:
             w.kill_sent = True
-        what = (f"still busy after the graceful timeout of {self.config.graceful_timeout_s:g} s"
-                if self._graceful else "still running after a quick stop")
+        c = self.config
+        what = ("still running after a quick stop" if not self._graceful else
+                f"still busy after the graceful timeout of {c.graceful_timeout_s:g} s"
+                if not c.shutdown_delay_s else
+                f"still busy after the shutdown delay and graceful timeout "
+                f"({c.shutdown_delay_s:g} s + {c.graceful_timeout_s:g} s)")
         return [Log("warning", f"{len(pending)} worker(s) {what}: killing "
                                f"{', '.join(w.name for w in pending)}"),
                 *(Kill(w.pid, signal.SIGKILL) for w in pending)]
@@ -507,10 +516,13 @@ class Supervisor:
                                             f"aborting it, its tracebacks follow"),
                             Kill(w.pid, signal.SIGABRT)]
             elif (w.phase is Phase.RETIRING and w.retired_at is not None
-                  and now - w.retired_at > c.graceful_timeout_s):
+                  and now - w.retired_at > self._drain_allowance(w)):
                 w.kill_sent = True
-                actions += [Log("warning", f"{w.name} still busy after the graceful timeout of "
-                                           f"{c.graceful_timeout_s:g} s; killing it"),
+                allowance = self._drain_allowance(w)
+                what = (f"the graceful timeout of {allowance:g} s" if allowance ==
+                        c.graceful_timeout_s else f"the shutdown delay and graceful timeout "
+                        f"({c.shutdown_delay_s:g} s + {c.graceful_timeout_s:g} s)")
+                actions += [Log("warning", f"{w.name} still busy after {what}; killing it"),
                             Kill(w.pid, signal.SIGKILL)]
         r = self._reload
         if r and not r.canary_ready:
@@ -592,11 +604,32 @@ class Supervisor:
         return actions
 
     def _retire(self, w: WorkerRecord, now: float, why: str, cause: str) -> list[Action]:
+        sig = self._retire_signal(w)
+        if sig == signal.SIGTERM and w.phase is Phase.READY:
+            w.drain_allowance_s = self._stop_allowance()  # it honours --shutdown-delay
         w.phase, w.retired_at = Phase.RETIRING, now
         w.recycle_reason = w.recycle_reason or why
         w.retire_cause = w.retire_cause or cause
         return [_event("info", f"retiring {w.name}: {why}", "retired", w, reason=w.retire_cause),
-                Kill(w.pid, signal.SIGTERM)]
+                Kill(w.pid, sig)]
+
+    @staticmethod
+    def _retire_signal(w: WorkerRecord) -> signal.Signals:
+        """SIGUSR2 tells a worker it is retiring (WebSockets hear 1012, no shutdown
+        delay); a ready worker of this master has its handler, installed before READY.
+        A booting one may still ignore SIGUSR2 (and has no WebSockets), and an adopted
+        generation 0 may come from an older arbiter whose workers ignore it: SIGTERM."""
+        if w.phase is Phase.READY and w.generation >= 1:
+            return signal.SIGUSR2
+        return signal.SIGTERM
+
+    def _stop_allowance(self) -> float:
+        return self.config.shutdown_delay_s + self.config.graceful_timeout_s
+
+    def _drain_allowance(self, w: WorkerRecord) -> float:
+        if w.drain_allowance_s is not None:
+            return w.drain_allowance_s
+        return self.config.graceful_timeout_s
 
     def _abort_reload(self, r: _Reload, why: str, now: float) -> list[Action]:
         self._reload = None

@@ -248,6 +248,16 @@ def _group(raw: Any) -> int | None:
         raise InvalidValue(f"must be a group name or a gid from 0 to {accounts.MAX_ID}") from None
 
 
+def _health_path(raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    value = _str(raw).strip()
+    if not value.startswith("/") or not value.isascii() or "?" in value or "#" in value \
+            or any(c <= " " or c == "\x7f" for c in value):
+        raise InvalidValue("must be an ASCII path starting with /, without a query, e.g. /healthz")
+    return value
+
+
 # ------------------------------------------------------------------ registry
 
 S = Setting
@@ -304,6 +314,15 @@ SETTINGS: tuple[Setting, ...] = (
       "lifespan startup; 0 disables.", ("--boot-timeout",), section="workers"),
     S("graceful_timeout", _float(0), 30.0, "Seconds in-flight requests get to finish on stop or "
       "reload before the worker is killed.", ("--graceful-timeout", "--timeout-graceful-shutdown"), section="workers"),
+    S("shutdown_delay", _float(0), 0.0, "On SIGTERM, keep accepting and serving for this many "
+      "seconds (the --health-path answers 503 meanwhile, so a load balancer or Kubernetes "
+      "takes the server out of rotation) before the graceful stop begins; 0 disables.",
+      ("--shutdown-delay",), metavar="SECONDS", section="workers"),
+    S("timeout_lifespan", _float(0), None, "Seconds lifespan startup and lifespan shutdown may "
+      "each take (a startup past it fails the boot: exit 3). Default: startup until just "
+      "before --boot-timeout, shutdown a third of --graceful-timeout; either way never past "
+      "those. 0: no bound of its own.", ("--timeout-lifespan",), metavar="SECONDS",
+      section="workers"),
     S("max_requests", _int(0), 0, "Recycle a worker after this many requests; 0 disables.",
       ("--max-requests", "--limit-max-requests"), section="workers"),
     S("max_requests_jitter", _int(0), 0, "Add a random 0..N to each worker's --max-requests.",
@@ -369,6 +388,18 @@ SETTINGS: tuple[Setting, ...] = (
       section="http"),
     S("ws_ping_timeout", _float(0), 20.0, "Seconds to wait for the pong before closing the "
       "WebSocket with 1011.", ("--ws-ping-timeout",), section="http"),
+    S("ws_close_timeout", _float(0), 5.0, "Seconds to wait for the client's close frame after "
+      "the server closes a WebSocket (a stop, a reload, the app's close) before closing TCP; "
+      "0 closes at once.", ("--ws-close-timeout",), metavar="SECONDS", section="http"),
+    S("ws_max_queue", _int(1), 32, "Incoming WebSocket messages buffered for an app that is "
+      "not receiving; past it the server stops reading from that client.", ("--ws-max-queue",),
+      section="http"),
+    S("ws_per_message_deflate", _bool, True, "Accept the permessage-deflate WebSocket "
+      "extension when a client offers it.", ("--ws-per-message-deflate",), kind="bool",
+      section="http"),
+    S("health_path", _health_path, None, "A path the worker answers itself, without calling "
+      "the app (GET or HEAD): 200 while serving, 503 during --shutdown-delay and the drain.",
+      ("--health-path",), metavar="PATH", section="http"),
     S("server_header", _bool, True, "Send a Server header.", ("--server-header",), kind="bool",
       section="http"),
     S("date_header", _bool, True, "Send a Date header.", ("--date-header",), kind="bool",
@@ -411,6 +442,9 @@ SETTINGS: tuple[Setting, ...] = (
       ("--access-log-file",), metavar="FILE", section="logging"),
     S("access_log_format", _optional_str, None, "Access log format in gunicorn's atoms, e.g. "
       "'%(h)s \"%(r)s\" %(s)s %(b)s %(D)s'.", ("--access-log-format", "--access-logformat"), section="logging"),
+    S("access_log_health", _bool, False, "Write access log lines for --health-path requests "
+      "too (off: probes do not flood the log).", ("--access-log-health",), kind="bool",
+      section="logging"),
     S("access_log_json", _bool, False, "Write the access log as JSON lines.",
       ("--access-log-json",), kind="bool", section="logging"),
 )

@@ -26,6 +26,7 @@ from arbiter.errors import AppLoadError, BootError, ExitCode
 from arbiter.heartbeat import HeartbeatWriter, Kind, Load, MasterGone, tick_interval_s
 from arbiter.importer import load_app
 from workers.stall import LoopStallWatcher
+from workers.stopping import StopReason
 
 log = logging.getLogger("arbiter.error")
 
@@ -47,7 +48,10 @@ class Worker:
     A subclass implements ``async def serve(self) -> int``. It must call
     ``self.notify_ready()`` once it is serving (the app imported, lifespan
     startup done), then await ``self.stop_requested`` and stop: gracefully
-    unless ``self.quick_stop`` is set. It should call ``self.notify_served()``
+    unless ``self.quick_stop`` is set. ``self.stop_reason`` says why: STOP
+    (SIGTERM, the server is going away: honour --shutdown-delay, close
+    WebSockets with 1001) or RETIRE (SIGUSR2, a reload, recycling or
+    scale-down: drain at once, 1012). It should call ``self.notify_served()``
     once, when its first response is complete (so the master tells a healthy
     worker from a crash loop). ``load_counters()`` feeds the TICK
     frames (requests served, open connections), and ``load_details()`` the
@@ -74,6 +78,8 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested: asyncio.Event | None = None
         self.quick_stop = False
+        self.stop_reason: StopReason | None = None  # the first stop signal's, kept
+        self.started_at = time.monotonic()  # about when the master forked us
         self.ready = False
         self._stall_watcher: LoopStallWatcher | None = None
         self._tick_interval_s = tick_interval_s(config.timeout_s)
@@ -130,6 +136,9 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master decides about reloads
         signal.signal(signal.SIGTTIN, signal.SIG_IGN)
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        # SIGUSR2 means "retire"; the loop handler takes it from install_signal_handlers
+        # on (before READY: the master sends it to ready workers only); until then a
+        # stray one must not kill a booting worker
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
     def drop_privileges(self) -> None:
@@ -159,13 +168,16 @@ class Worker:
         parsers): called before the switch to --user, while they are readable."""
 
     def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, False)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, False, StopReason.STOP)
+        loop.add_signal_handler(signal.SIGUSR2, self.request_stop, False, StopReason.RETIRE)
         loop.add_signal_handler(signal.SIGINT, self.request_stop, True)
         loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
 
-    def request_stop(self, quick: bool) -> None:
+    def request_stop(self, quick: bool, reason: StopReason = StopReason.STOP) -> None:
         self.quick_stop = self.quick_stop or quick
+        if self.stop_reason is None:
+            self.stop_reason = reason
         assert self.stop_requested is not None
         self.stop_requested.set()
 

@@ -1,9 +1,12 @@
 """The ASGI lifespan protocol (spec 2.0) for one worker.
 
-Startup runs before the worker reports READY; a failure raises BootError so
-the worker exits with the boot-error code. In ``auto`` mode an app that raises
-before it ever calls ``receive()`` is taken not to support lifespan (logged,
-not fatal); one that fails after receiving the startup event failed for real.
+Startup runs before the worker reports READY; a failure, or a startup past
+its bound, raises BootError so the worker exits with the boot-error code.
+Shutdown past its bound is abandoned (the app's task is cancelled, so its
+``finally`` blocks run) and the worker goes on exiting. In ``auto`` mode an
+app that raises before it ever calls ``receive()`` is taken not to support
+lifespan (logged, not fatal); one that fails after receiving the startup
+event failed for real. The bounds come from ``workers.stopping``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ class Lifespan:
         self._task: asyncio.Task[None] | None = None
         self._received = False
 
-    async def startup(self) -> None:
+    async def startup(self, timeout_s: float | None = None, bound_by: str = "") -> None:
+        """Run startup; ``timeout_s`` bounds it (None: unbounded), ``bound_by`` names
+        the setting for the error."""
         if not self.supported:
             return
         loop = asyncio.get_running_loop()
@@ -37,19 +42,36 @@ class Lifespan:
         self._shutdown_done = loop.create_future()
         self._task = loop.create_task(self._run())
         await self._events.put({"type": "lifespan.startup"})
-        message = await self._startup_done
+        try:
+            message = await asyncio.wait_for(self._startup_done, timeout_s)
+        except asyncio.TimeoutError:
+            self._abandon()
+            took = round(timeout_s or 0.0, 2)
+            raise BootError(f"lifespan startup did not complete within {took:g} s "
+                            f"({bound_by})") from None
         if message["type"] == "lifespan.startup.failed":
             raise BootError(f"lifespan startup failed: {message.get('message') or 'no message'}")
         if message["type"] == "unsupported":
             self.supported = False
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout_s: float | None = None, bound_by: str = "") -> None:
+        """Run shutdown, for at most ``timeout_s`` (None: unbounded)."""
         if not self.supported or self._shutdown_done is None:
             return
         await self._events.put({"type": "lifespan.shutdown"})
-        message = await self._shutdown_done
+        try:
+            message = await asyncio.wait_for(self._shutdown_done, timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("lifespan shutdown did not complete within %g s (%s); cancelled it",
+                        timeout_s, bound_by)
+            self._abandon()
+            return
         if message["type"] == "lifespan.shutdown.failed":
             log.error("lifespan shutdown failed: %s", message.get("message") or "no message")
+
+    def _abandon(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # its finally blocks run; the worker's exit awaits them
 
     async def _run(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},

@@ -5,12 +5,21 @@ the HTTP connection then calls ``hand_over()`` with the transport, the ASGI
 scope it already built and every byte of the request it has read (head and
 whatever followed). From then on this protocol
 owns the transport. wsproto does the framing; this module maps its events to
-ASGI messages (spec 2.4), with bounded buffers in both directions.
+ASGI messages (spec 2.4), with bounded buffers in both directions: past
+``max_queue`` unread messages reading pauses, and ``send()`` waits while the
+transport's buffer is over its high-water mark.
+
+Every close the server starts (the app's, a limit's, a stop's) follows RFC
+6455 7.1: our close frame, the app told at once, then the client's close frame
+awaited for up to ``close_timeout`` before TCP is closed (aborted, if the
+client never answered). The server calls ``on_close`` once both the
+connection and the app's task are over, so a drain can wait for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -29,17 +38,18 @@ from workers.http.errors import ClientDisconnected
 log = logging.getLogger("arbiter.error")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-MAX_QUEUED_MESSAGES = 16  # pause reading past this many unread messages
 
 
+@dataclasses.dataclass(frozen=True)
 class WebSocketLimits:
-    """What an operator tunes: message size and keepalive pings."""
+    """What an operator tunes (the --ws-* settings)."""
 
-    def __init__(self, max_size: int = MAX_MESSAGE_BYTES, ping_interval: float = 20.0,
-                 ping_timeout: float = 20.0) -> None:
-        self.max_size = max_size
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+    max_size: int = MAX_MESSAGE_BYTES
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    close_timeout: float = 5.0  # for the client's close frame, after ours
+    max_queue: int = 32  # unread incoming messages before reading pauses
+    per_message_deflate: bool = True
 
 
 def hand_over(transport: asyncio.Transport, app: Any, scope: dict[str, Any], data: bytes,
@@ -79,6 +89,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.byte_parts: list[bytes] = []
         self.message_size = 0
         self.task: asyncio.Task[None] | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.transport_lost = False
+        self.finished = False  # on_close was called
+        self.drain_code: int | None = None  # a stop came while the app decided on accept
 
     # ---------------------------------------------------------- transport side
 
@@ -98,14 +112,15 @@ class WebSocketProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport_lost = True
         self._stop_pings()
+        self._cancel_close_timer()
         if not self.closed:
             self.closed = True
             self._deliver({"type": "websocket.disconnect", "code": 1006, "reason": ""})
         if self.drain_waiter and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
-        if self.on_close:
-            self.on_close(self)
+        self._maybe_finished()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -115,14 +130,36 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.drain_waiter and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
 
-    def shutdown(self) -> None:
-        """Server stopping: close with 1012 (service restart)."""
-        if self.accepted and not self.closed:
-            self._write(self.conn.send(CloseConnection(code=1012)))
+    def shutdown(self, code: int = 1012) -> None:
+        """The worker stops (1001) or retires (1012): close with that code and
+        await the client's close frame. An app still deciding whether to accept
+        gets the close right after its accept."""
+        if self.transport is None or self.transport_lost:
+            return
+        if not self.handshake_done:
             self.closed = True
-            self._deliver({"type": "websocket.disconnect", "code": 1012, "reason": ""})
-        elif self.transport is not None and not self.handshake_done:
             self.transport.close()
+        elif self.accepted:
+            self._start_close(code, "")
+        elif not self.response_started:
+            self.drain_code = code
+
+    def abort(self) -> None:
+        """A quick stop, or the graceful timeout is over: drop the connection and
+        cancel the app's task (its ``finally`` blocks run)."""
+        if self.transport is not None and not self.transport_lost:
+            self.transport.abort()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _maybe_finished(self) -> None:
+        if self.finished or not self.transport_lost:
+            return
+        if self.task is not None and not self.task.done():
+            return  # the app still runs (it may be handling the disconnect)
+        self.finished = True
+        if self.on_close:
+            self.on_close(self)
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, Request):
@@ -130,6 +167,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.handshake_done = True
             self._deliver({"type": "websocket.connect"})
             self.task = self.loop.create_task(self._run_app())
+            self.task.add_done_callback(lambda _: self._maybe_finished())
         elif isinstance(event, (TextMessage, BytesMessage)):
             self._on_message(event)
         elif isinstance(event, Ping):
@@ -139,21 +177,26 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.pong_timer.cancel()
                 self.pong_timer = None
         elif isinstance(event, CloseConnection):
-            if not self.closed:
+            if self.closed:  # the answer to our close: the handshake is complete
+                self._cancel_close_timer()
+            else:  # the client closes first: answer it, tell the app
                 try:
                     self._write(self.conn.send(event.response()))
                 except LocalProtocolError:
                     pass
                 self.closed = True
-            self._deliver({"type": "websocket.disconnect", "code": event.code,
-                           "reason": event.reason or ""})
+                self._stop_pings()
+                self._deliver({"type": "websocket.disconnect", "code": event.code,
+                               "reason": event.reason or ""})
             if self.transport is not None:
-                self.transport.close()
+                self.transport.close()  # RFC 6455 7.1.1: the server closes TCP first
 
     def _on_message(self, event: TextMessage | BytesMessage) -> None:
+        if self.closed:
+            return  # after our close frame, data frames are dropped
         self.message_size += len(event.data)
         if self.message_size > self.limits.max_size:
-            self._close_with(1009, "message too big")
+            self._start_close(1009, "message too big")
             return
         if isinstance(event, TextMessage):
             self.text_parts.append(event.data)
@@ -167,7 +210,8 @@ class WebSocketProtocol(asyncio.Protocol):
             message = {"type": "websocket.receive", "bytes": b"".join(self.byte_parts)}
         self.text_parts, self.byte_parts, self.message_size = [], [], 0
         self._deliver(message)
-        if len(self.inbox) >= MAX_QUEUED_MESSAGES and self.transport and not self.reading_paused:
+        if len(self.inbox) >= self.limits.max_queue and self.transport \
+                and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
 
@@ -182,14 +226,40 @@ class WebSocketProtocol(asyncio.Protocol):
         self.closed = True
         self.transport.close()
 
-    def _close_with(self, code: int, reason: str) -> None:
+    def _start_close(self, code: int, reason: str) -> None:
+        """Send our close frame, tell the app, then give the client close_timeout
+        to answer with its own (read even if the app is not receiving)."""
         self._stop_pings()
-        if not self.closed:
+        if self.closed:
+            return  # a close frame went already, one way or the other
+        try:
             self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
-            self.closed = True
-            self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
-        if self.transport is not None:
+        except LocalProtocolError:
+            pass
+        self.closed = True
+        self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.transport is None or self.transport_lost:
+            return
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.limits.close_timeout:
+            self.close_timer = self.loop.call_later(self.limits.close_timeout,
+                                                    self._close_timed_out)
+        else:
             self.transport.close()
+
+    def _close_timed_out(self) -> None:
+        self.close_timer = None
+        log.info("closing a websocket at %s: no close frame from the client within %g s",
+                 self.scope.get("path"), self.limits.close_timeout)
+        if self.transport is not None:
+            self.transport.abort()  # not close(): that would wait to flush to a silent peer
+
+    def _cancel_close_timer(self) -> None:
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
 
     # ---------------------------------------------------------- keepalive
 
@@ -211,7 +281,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pong_timer = None
         log.info("closing a websocket at %s: no pong within %.0f s", self.scope.get("path"),
                  self.limits.ping_timeout)
-        self._close_with(1011, "keepalive ping timeout")
+        self._start_close(1011, "keepalive ping timeout")
 
     def _stop_pings(self) -> None:
         for timer in (self.ping_timer, self.pong_timer):
@@ -243,12 +313,12 @@ class WebSocketProtocol(asyncio.Protocol):
             if not self.accepted and not self.response_started:
                 self._reject(500, [], b"")
             else:
-                self._close_with(1011, "internal error")
+                self._start_close(1011, "internal error")
             return
         if not self.accepted and not self.response_started:
             self._reject(500, [], b"")  # returned without accepting or closing
         elif not self.closed:
-            self._close_with(1000, "")
+            self._start_close(1000, "")
 
     async def receive(self) -> dict[str, Any]:
         while not self.inbox:
@@ -257,7 +327,8 @@ class WebSocketProtocol(asyncio.Protocol):
         message = self.inbox.popleft()
         if message["type"] == "websocket.disconnect":
             self.inbox.appendleft(message)  # keep answering disconnect
-        if self.reading_paused and len(self.inbox) < MAX_QUEUED_MESSAGES // 2 and self.transport:
+        if self.reading_paused and len(self.inbox) <= self.limits.max_queue // 2 \
+                and self.transport:
             self.reading_paused = False
             self.transport.resume_reading()
         return message
@@ -269,10 +340,13 @@ class WebSocketProtocol(asyncio.Protocol):
         if kind == "websocket.accept" and not self.accepted and not self.response_started:
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or []]
             self.accepted = True
+            extensions = [PerMessageDeflate()] if self.limits.per_message_deflate else []
             self._write(self.conn.send(AcceptConnection(
-                subprotocol=message.get("subprotocol"), extensions=[PerMessageDeflate()],
+                subprotocol=message.get("subprotocol"), extensions=extensions,
                 extra_headers=headers)))
-            if self.limits.ping_interval:
+            if self.drain_code is not None:  # the worker began to stop meanwhile
+                self._start_close(self.drain_code, "")
+            elif self.limits.ping_interval:
                 self.ping_timer = self.loop.call_later(self.limits.ping_interval, self._ping)
         elif kind == "websocket.send" and self.accepted:
             if message.get("text") is not None:
@@ -280,12 +354,10 @@ class WebSocketProtocol(asyncio.Protocol):
             else:
                 data = self.conn.send(BytesMessage(data=message.get("bytes") or b""))
             self._write(data)
-            if self.writing_paused:
-                self.drain_waiter = self.loop.create_future()
-                await self.drain_waiter
+            await self._wait_writable()
         elif kind == "websocket.close":
             if self.accepted:
-                self._close_with(int(message.get("code") or 1000), message.get("reason") or "")
+                self._start_close(int(message.get("code") or 1000), message.get("reason") or "")
             else:
                 self._reject(403, [], b"")
         elif kind == "websocket.http.response.start" and not self.accepted \
@@ -304,6 +376,14 @@ class WebSocketProtocol(asyncio.Protocol):
                     self.transport.close()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in this websocket state")
+
+    async def _wait_writable(self) -> None:
+        """Backpressure: while the transport's buffer is over its high-water mark
+        (a client that reads slowly or not at all), send() does not return."""
+        while self.writing_paused and not self.transport_lost:
+            if self.drain_waiter is None or self.drain_waiter.done():
+                self.drain_waiter = self.loop.create_future()  # shared by concurrent senders
+            await self.drain_waiter
 
     def _reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self.closed:

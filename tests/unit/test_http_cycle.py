@@ -265,3 +265,23 @@ def test_the_servers_own_answer_is_the_whole_response() -> None:
     with pytest.raises(RuntimeError):
         run(cycle.send({"type": "http.response.start", "status": 200, "headers": []}))
     assert io.out.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("method, keep_alive, close_after, want_close, body", [
+    ("GET", True, False, False, b"OK\n"),
+    ("HEAD", True, False, False, b""),  # HEAD: the length a GET gets, no body
+    ("GET", False, False, True, b"OK\n"),  # the request said close
+    ("GET", True, True, True, b"OK\n"),  # the worker is stopping
+])
+def test_an_uncounted_keep_alive_answer(method: str, keep_alive: bool, close_after: bool,
+                                        want_close: bool, body: bytes) -> None:
+    """The health path's answer: keep-alive when the request allows it, HEAD without
+    a body, and not counted (the connection's cycle_done is not called)."""
+    cycle, io = make_cycle(method, keep_alive)
+    cycle.close_after = close_after
+    cycle.answer(200, "OK", keep_alive=True, counted=False)
+    assert io.out == (b"HTTP/1.1 200 OK\r\nserver: arbiter\r\ncontent-type: text/plain; "
+                      b"charset=utf-8\r\ncontent-length: 3\r\n"
+                      + (b"connection: close\r\n" if want_close else b"") + b"\r\n" + body)
+    assert cycle.keep_alive is not want_close and cycle.response_complete
+    assert not io.done

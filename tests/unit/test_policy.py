@@ -116,9 +116,10 @@ def test_reload_is_readiness_gated_and_canary_first() -> None:
     t.ready(canary)
     actions = t.tick()
     assert len([a for a in actions if isinstance(a, Spawn)]) == 1
-    assert kills(actions) == [(old[0], signal.SIGTERM)]  # one old retired: capacity kept
+    # one old retired (SIGUSR2: a ready worker retiring, not a stop): capacity kept
+    assert kills(actions) == [(old[0], signal.SIGUSR2)]
     t.ready(t.pids()[-1])
-    assert kills(t.tick()) == [(old[1], signal.SIGTERM)]
+    assert kills(t.tick()) == [(old[1], signal.SIGUSR2)]
     t.exit(old[0])
     t.exit(old[1])
     assert any(isinstance(a, ReloadDone) for a in t.tick())
@@ -285,7 +286,7 @@ def test_rss_needs_consecutive_samples_over_the_limit() -> None:
     assert any("RSS above 100 MiB for 3 samples (--max-rss)" in m for m in marked)
     assert not kills(t.actions)  # readiness-gated: a replacement boots first
     t.ready(t.pids()[-1])
-    assert kills(t.tick()) == [(pid, signal.SIGTERM)]
+    assert kills(t.tick()) == [(pid, signal.SIGUSR2)]
 
 
 def test_sighup_during_a_reload_supersedes_the_booting_canary() -> None:
@@ -364,3 +365,65 @@ def test_adopted_workers_keep_their_phase_and_none_is_killed_on_the_way() -> Non
     for pid in (50, 51, 52, 53):  # all alive, their loops ticking
         t.beat(pid)
     assert sorted(kills(t.tick())) == [(52, signal.SIGKILL), (53, signal.SIGKILL)]
+
+
+# ---------------------------------------------------------------- stop vs retire signals
+
+
+def test_retiring_signals_say_retire_to_ready_workers_and_stop_to_the_rest() -> None:
+    """SIGUSR2 (retire: 1012, no shutdown delay) only to a ready worker of this
+    master, whose loop handler is installed before READY; SIGTERM to a booting
+    one (it may still ignore SIGUSR2) and to adopted generation 0 (an older
+    arbiter's worker may ignore SIGUSR2)."""
+    t = Table(workers=2)
+    t.boot_all()
+    t.run(t.sup.request_reload(t.now))
+    booting = t.pids()[-1]
+    actions = t.run(t.sup.request_reload(t.now))  # supersedes the booting canary
+    assert kills(actions) == [(booting, signal.SIGTERM)]
+    t2 = Table(workers=1)
+    t2.sup.adopt(50, 1, t2.now, Phase.READY)
+    t2.tick()
+    t2.ready(t2.pids()[-1])
+    assert kills(t2.tick()) == [(50, signal.SIGTERM)]  # generation 0
+    t3 = Table(workers=2)
+    (_, second) = t3.boot_all()
+    t3.run(t3.sup.scale(-1, t3.now))
+    assert kills(t3.actions) == [(second, signal.SIGUSR2)]  # scale-down retires
+
+
+def test_a_graceful_stop_waits_shutdown_delay_plus_graceful_timeout() -> None:
+    t = Table(workers=1, graceful_timeout_s=10, shutdown_delay_s=5)
+    (pid,) = t.boot_all()
+    assert kills(t.run(t.sup.stop(True, t.now))) == [(pid, signal.SIGTERM)]
+    assert not kills(t.tick(14.5))  # 14.5 s: still inside 5 + 10
+    actions = t.tick(1)
+    assert kills(actions) == [(pid, signal.SIGKILL)]
+    assert any("shutdown delay and graceful timeout (5 s + 10 s)" in m for m in logs(actions))
+
+
+def test_an_adopted_worker_stopped_with_sigterm_gets_the_shutdown_delay_too() -> None:
+    """Retired by SIGTERM, a ready worker serves --shutdown-delay first: the master
+    must not kill it at --graceful-timeout; a retire by SIGUSR2 has no delay."""
+    t = Table(workers=1, graceful_timeout_s=10, shutdown_delay_s=5)
+    t.sup.adopt(50, 1, t.now, Phase.READY)
+    t.tick()
+    canary = t.pids()[-1]
+    t.ready(canary)
+    assert kills(t.tick()) == [(50, signal.SIGTERM)]
+    for _ in range(3):
+        t.now += 4.5
+        t.beat(50)
+        t.beat(canary)
+        assert not kills(t.tick())  # 13.5 s: past graceful, inside delay + graceful
+    t.now += 2
+    t.beat(canary)
+    assert kills(t.tick()) == [(50, signal.SIGKILL)]
+    # generation 1 retired by a reload: SIGUSR2, killed at the graceful timeout alone
+    t.exit(50)
+    t.run(t.sup.request_reload(t.now))
+    t.ready(t.pids()[-1])
+    assert kills(t.tick()) == [(canary, signal.SIGUSR2)]
+    t.now += 10.5
+    t.beat(t.pids()[-1])
+    assert kills(t.tick()) == [(canary, signal.SIGKILL)]

@@ -173,3 +173,45 @@ def test_loopback_hosts_for_the_reload_warning() -> None:
     from arbiter.cli import is_loopback
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
+
+
+def test_long_lived_connection_and_stop_settings() -> None:
+    """Defaults (uvicorn's where they overlap: deflate on, a queue of 32), the slices
+    they reach, and the flags the CLI derives (--no-ws-per-message-deflate too)."""
+    config = resolve({}, {})
+    http, worker, arb = config.http(), config.worker(), config.arbiter()
+    assert (http.ws_close_timeout_s, http.ws_max_queue, http.ws_per_message_deflate) == \
+        (5.0, 32, True)
+    assert http.health_path is None and http.access_log.health is False
+    assert worker.shutdown_delay_s == arb.shutdown_delay_s == 0.0
+    assert worker.timeout_lifespan_s is None  # derived from --boot- and --graceful-timeout
+    from arbiter.cli import build_parser
+    parsed = vars(build_parser().parse_args([
+        "--no-ws-per-message-deflate", "--ws-max-queue", "4", "--ws-close-timeout", "1",
+        "--shutdown-delay", "2.5", "--health-path", "/healthz", "--access-log-health",
+        "--timeout-lifespan", "3"]))
+    config = resolve({k: v for k, v in parsed.items() if k in BY_NAME}, {})
+    http, worker = config.http(), config.worker()
+    assert (http.ws_per_message_deflate, http.ws_max_queue, http.ws_close_timeout_s) == \
+        (False, 4, 1.0)
+    assert (http.health_path, http.access_log.health) == ("/healthz", True)
+    assert (worker.shutdown_delay_s, worker.timeout_lifespan_s) == (2.5, 3.0)
+    assert config.arbiter().shutdown_delay_s == 2.5
+    assert resolve({}, {"ARBITER_SHUTDOWN_DELAY": "4"}).arbiter().shutdown_delay_s == 4.0
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("health_path", "healthz", "starting with /"),
+    ("health_path", "/health?x=1", "without a query"),
+    ("health_path", "/he alth", "starting with /"),
+    ("health_path", "/héalth", "ASCII"),
+    ("ws_max_queue", "0", "--ws-max-queue"),
+    ("ws_close_timeout", "-1", "--ws-close-timeout"),
+    ("shutdown_delay", "soon", "--shutdown-delay"),
+    ("timeout_lifespan", "-2", "--timeout-lifespan"),
+])
+def test_bad_stop_and_websocket_values_name_the_setting(name: str, value: str,
+                                                        fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({name: value}, {})
+    assert fragment in str(info.value) and info.value.exit_code == 2

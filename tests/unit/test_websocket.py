@@ -12,7 +12,7 @@ from wsproto.events import (
 )
 
 from workers.http.framing import is_websocket_upgrade as is_upgrade
-from workers.websocket import ClientDisconnected, hand_over
+from workers.websocket import ClientDisconnected, WebSocketLimits, hand_over
 
 HTTP_SCOPE = {"type": "http", "http_version": "1.1", "scheme": "http", "path": "/ws",
               "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],
@@ -27,6 +27,7 @@ class FakeTransport(asyncio.Transport):
         self.closing = False
         self.protocol: Any = None
         self.paused = False
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -38,6 +39,10 @@ class FakeTransport(asyncio.Transport):
         if not self.closing:
             self.closing = True
             asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
 
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
@@ -182,3 +187,222 @@ def test_bad_upgrade_request_is_400(junk: bytes) -> None:
 
     asyncio.run(main())
     assert called == [], "the app was run for a refused handshake"
+
+
+# ---------------------------------------------------------------- the close handshake
+
+
+def accepted(app: Any, limits: WebSocketLimits | None = None,
+             extensions: list[str] | None = None) -> tuple[WSConnection, FakeTransport, Any]:
+    """A handshake done in memory; returns the client, the transport and the protocol."""
+    client = WSConnection(ConnectionType.CLIENT)
+    transport = FakeTransport()
+    protocol = hand_over(transport, app, dict(HTTP_SCOPE),
+                         client.send(Request(host="x", target="/ws",
+                                             extensions=extensions or [])),
+                         on_close=lambda ws: finished.append(ws), limits=limits)
+    finished: list[Any] = []
+    protocol.finished_calls = finished
+    return client, transport, protocol
+
+
+def recording_app(seen: list[dict[str, Any]], ignore_disconnect: bool = False) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await receive()
+            await send({"type": "websocket.accept"})
+            while True:
+                message = await receive()
+                seen.append(message)
+                if message["type"] == "websocket.disconnect":
+                    if ignore_disconnect:
+                        await asyncio.Event().wait()
+                    return
+        finally:
+            seen.append({"type": "finally"})
+    return app
+
+
+@pytest.mark.parametrize("code", [1012, 1001])
+def test_a_stop_sends_its_code_tells_the_app_and_awaits_the_clients_close(code: int) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen),
+                                         WebSocketLimits(close_timeout=30))
+        await settle()
+        client_events(client, transport)
+        ws.shutdown(code)
+        await settle()
+        events = client_events(client, transport)
+        assert [(type(e), e.code) for e in events] == [(CloseConnection, code)]
+        assert seen[:2] == [{"type": "websocket.disconnect", "code": code, "reason": ""},
+                            {"type": "finally"}]  # the app heard why, and returned
+        assert not transport.closing  # TCP stays open: the handshake is not done yet
+        assert ws.finished_calls == []  # nor is the drain of this connection
+        transport.protocol.data_received(client.send(events[0].response()))
+        await settle()
+        assert transport.closing and not transport.aborted  # closed on the client's answer
+        assert ws.close_timer is None
+        assert ws.finished_calls == [ws]
+
+    asyncio.run(main())
+
+
+def test_a_client_that_never_answers_the_close_is_aborted_at_the_close_timeout() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> float:
+        client, transport, ws = accepted(recording_app(seen), WebSocketLimits(close_timeout=0.2))
+        await settle()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ws.shutdown(1012)
+        while not transport.closing:
+            assert loop.time() - started < 5, "never closed"
+            await asyncio.sleep(0.01)  # deliberate (noqa: sleep): poll step of a bounded wait
+        assert transport.aborted  # not close(): a silent peer would hold a flush forever
+        await settle()
+        assert ws.finished_calls == [ws]
+        return loop.time() - started
+
+    took = asyncio.run(main())
+    assert 0.15 < took < 2, took
+
+
+def test_the_drain_waits_for_the_app_task_not_only_for_the_connection() -> None:
+    """A client gone, the app's task still running (it ignores the disconnect):
+    not finished until the task ends; abort() cancels it and its finally runs."""
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen, ignore_disconnect=True))
+        await settle()
+        client_events(client, transport)
+        transport.protocol.data_received(client.send(CloseConnection(code=1000)))
+        await settle()
+        assert transport.closing and seen[0]["code"] == 1000
+        assert ws.finished_calls == [] and not ws.task.done()
+        ws.abort()
+        await settle()
+        assert seen[-1] == {"type": "finally"} and ws.finished_calls == [ws]
+
+    asyncio.run(main())
+
+
+def test_a_stop_while_the_app_decides_closes_right_after_its_accept() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await gate.wait()
+        await send({"type": "websocket.accept"})
+        assert (await receive()) == {"type": "websocket.disconnect", "code": 1001, "reason": ""}
+
+    gate = asyncio.Event()
+
+    async def main() -> None:
+        client, transport, ws = accepted(app)
+        await settle()
+        ws.shutdown(1001)
+        gate.set()
+        await settle()
+        events = client_events(client, transport)
+        assert isinstance(events[0], AcceptConnection)
+        assert isinstance(events[1], CloseConnection) and events[1].code == 1001
+
+    asyncio.run(main())
+
+
+def test_messages_after_our_close_are_dropped_and_reading_resumes_for_the_close() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.Event().wait()  # never receives
+
+    async def main() -> None:
+        client, transport, ws = accepted(app, WebSocketLimits(max_queue=3))
+        await settle()
+        client_events(client, transport)
+        for i in range(3):
+            transport.protocol.data_received(client.send(TextMessage(data=str(i))))
+        assert transport.paused and len(ws.inbox) == 3  # --ws-max-queue 3 reached
+        ws.shutdown(1012)
+        assert not transport.paused  # the client's close frame must get through
+        transport.protocol.data_received(client.send(TextMessage(data="late")))
+        assert [m.get("text") for m in ws.inbox] == ["0", "1", "2", None]  # + the disconnect
+        ws.task.cancel()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("max_queue", [1, 2, 5])
+def test_reading_pauses_at_max_queue_and_resumes_at_half(max_queue: int) -> None:
+    received: list[Any] = []
+
+    async def main() -> None:
+        go = asyncio.Event()  # made inside the loop that awaits it
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await go.wait()
+            while True:
+                received.append(await receive())
+
+        client, transport, ws = accepted(app, WebSocketLimits(max_queue=max_queue))
+        await settle()
+        client_events(client, transport)
+        for i in range(max_queue - 1):
+            transport.protocol.data_received(client.send(TextMessage(data=str(i))))
+        assert not transport.paused
+        transport.protocol.data_received(client.send(TextMessage(data="last")))
+        assert transport.paused
+        go.set()
+        await settle()
+        assert not transport.paused and len(received) == max_queue
+        ws.task.cancel()
+
+    asyncio.run(main())
+
+
+def test_send_waits_while_the_transport_is_over_its_high_water_mark() -> None:
+    progress: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        for i in range(5):
+            await send({"type": "websocket.send", "bytes": b"x" * 1000})
+            progress.append(i)
+
+    async def main() -> None:
+        client, transport, ws = accepted(app)
+        ws.pause_writing()  # the client stopped reading
+        await settle()
+        assert progress == []  # the first send wrote, then waits
+        ws.resume_writing()
+        await settle()
+        assert progress == [0, 1, 2, 3, 4]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+def test_per_message_deflate_is_accepted_only_when_enabled(deflate: bool) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    async def main() -> list[Any]:
+        from wsproto.extensions import PerMessageDeflate
+        client = WSConnection(ConnectionType.CLIENT)
+        transport = FakeTransport()
+        hand_over(transport, app, dict(HTTP_SCOPE),
+                  client.send(Request(host="x", target="/", extensions=[PerMessageDeflate()])),
+                  limits=WebSocketLimits(per_message_deflate=deflate))
+        await settle()
+        event = client_events(client, transport)[0]
+        assert isinstance(event, AcceptConnection)
+        return event.extensions
+
+    negotiated = asyncio.run(main())
+    assert [e.name for e in negotiated] == (["permessage-deflate"] if deflate else [])

@@ -1,8 +1,8 @@
 """Transport <-> parser <-> cycle: the only asyncio glue of the HTTP stack.
 
 Owns reads, writes, timers (header, keep-alive, body, write), flow control, pipelining
-(one cycle at a time, reading paused meanwhile) and handing a websocket
-upgrade to ``workers.websocket``.
+(one cycle at a time, reading paused meanwhile), handing a websocket
+upgrade to ``workers.websocket``, and answering --health-path itself.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class HttpConnection(asyncio.Protocol):
         self.limit_concurrency = self.config.limit_concurrency
         self.access_log = self.config.access_log.enabled
         self.proxy_headers = self.config.proxy_headers
+        health = self.config.health_path
+        self.health_path = health.encode("ascii") if health else None
         self.client: tuple[str, int] | None = None
         self.server_addr: tuple[str, int] | None = None
         self.scheme = "http"
@@ -233,12 +235,18 @@ class HttpConnection(asyncio.Protocol):
         assert self.upgrade_head is not None and self.transport is not None  # on_head came first
         from workers import websocket
         method, target, headers = self.upgrade_head
+        if self.server.stopping:  # draining: the client retries, and a new worker takes it
+            self.write(simple_response(503, "Service Unavailable",
+                                       b"retry-after: 1\r\n" + self.server.default_headers()))
+            self.server.responses_by_class[5] += 1
+            self._close()
+            raise _Upgraded()
         raw = b"%s %s HTTP/1.1\r\n" % (method.encode(), target) + b"".join(
             n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n" + leftover
         self.server.connections.discard(self)
         self._disarm()
         ws = websocket.hand_over(self.transport, self.server.app, self.upgrade_scope, raw,
-                                 on_close=self.server.websockets.discard,
+                                 on_close=self.server.websocket_finished,
                                  limits=self.server.websocket_limits)
         self.server.websockets.add(ws)
         raise _Upgraded()
@@ -332,6 +340,9 @@ class HttpConnection(asyncio.Protocol):
         that waits gets a Task (most small responses never do). Each request
         runs in its own copy of the context, as a Task would."""
         self.running = cycle
+        if self.health_path is not None and cycle.scope["raw_path"] == self.health_path:
+            self._answer_health(cycle)
+            return
         server = self.server
         server.active += 1
         if self.limit_concurrency and server.active >= self.limit_concurrency \
@@ -352,6 +363,20 @@ class HttpConnection(asyncio.Protocol):
                             context=context)
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
+
+    def _answer_health(self, cycle: HttpCycle) -> None:
+        """--health-path: answered here, never by the app, and counted nowhere
+        (no request total, no concurrency slot; an access log line only with
+        --access-log-health). 503, closing, once the worker is stopping."""
+        if cycle.scope["method"] not in ("GET", "HEAD"):
+            cycle.answer(405, "Method Not Allowed", b"allow: GET, HEAD\r\n", counted=False)
+        elif self.server.unhealthy:
+            cycle.answer(503, "Service Unavailable", counted=False)
+        else:
+            cycle.answer(200, "OK", keep_alive=True, counted=False)
+        if self.access_log and self.config.access_log.health:
+            self.server.log_access(cycle, self.client)
+        self._after(cycle)
 
     async def _finish(self, coro: Any, waiting_on: Any, cycle: HttpCycle) -> None:
         try:

@@ -49,11 +49,15 @@ def status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
-def simple_response(status: int, message: str, default_headers: bytes) -> bytes:
+def simple_response(status: int, message: str, default_headers: bytes, *, close: bool = True,
+                    with_body: bool = True) -> bytes:
+    """A server-made plain-text response; ``with_body=False`` for HEAD (the
+    Content-Length still says what a GET would get)."""
     body = message.encode() + b"\n"
     return (status_line(status) + default_headers
             + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-              b"connection: close\r\n\r\n" % len(body) + body)
+            % len(body) + (b"connection: close\r\n\r\n" if close else b"\r\n")
+            + (body if with_body else b""))
 
 
 _BLOCK_CACHE: dict[Any, tuple[bytes, int | None, bool]] = {}
@@ -153,16 +157,23 @@ class HttpCycle:
 
     # ------------------------------------------------------------ server side
 
-    def answer(self, status: int, message: str, extra_headers: bytes = b"") -> None:
+    def answer(self, status: int, message: str, extra_headers: bytes = b"", *,
+               keep_alive: bool = False, counted: bool = True) -> None:
         """The server's own whole response in place of the app's (a 503 at the
-        concurrency limit, a 500 for an app that failed), then close. It marks
-        the cycle answered, as a response from the app would: one request, one
-        response, whichever path comes next."""
+        concurrency limit, a 500 for an app that failed, the health path), then
+        close unless ``keep_alive`` (and the request allows it). It marks the
+        cycle answered, as a response from the app would: one request, one
+        response, whichever path comes next. ``counted=False``: not a request
+        of the app's (no request total, no access log line from here)."""
         self.status = status
         self.response_started = self.response_complete = True
-        self.keep_alive = False
-        self.io.write(simple_response(status, message, extra_headers + self.default_headers()))
-        self.io.cycle_done(self)
+        self.keep_alive = keep_alive and self.keep_alive and not self.close_after
+        response = simple_response(status, message, extra_headers + self.default_headers(),
+                                   close=not self.keep_alive, with_body=not self.head_only)
+        self.sent_length = len(message.encode()) + 1 if not self.head_only else 0
+        self.io.write(response)
+        if counted:
+            self.io.cycle_done(self)
 
     # ------------------------------------------------------------ ASGI side
 

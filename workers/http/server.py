@@ -1,7 +1,8 @@
 """HttpServer: what a worker runs; accepts on inherited sockets, tracks load.
 
 The worker's contract: ``start(sockets)``, ``requests_total``,
-``connection_count``, ``shutdown()`` (graceful) and ``close_now()``.
+``connection_count``, ``unhealthy`` (the --health-path answers 503),
+``shutdown(close_code, timeout_s)`` (graceful) and ``close_now()``.
 """
 
 from __future__ import annotations
@@ -175,8 +176,10 @@ class HttpServer:
         self.loop = loop
         self.parser_class = pick_parser(config.backend)
         self.trusted = TrustedPeers.parse(config.forwarded_allow_ips)
-        self.websocket_limits = WebSocketLimits(config.ws_max_size, config.ws_ping_interval_s,
-                                                config.ws_ping_timeout_s)
+        self.websocket_limits = WebSocketLimits(
+            max_size=config.ws_max_size, ping_interval=config.ws_ping_interval_s,
+            ping_timeout=config.ws_ping_timeout_s, close_timeout=config.ws_close_timeout_s,
+            max_queue=config.ws_max_queue, per_message_deflate=config.ws_per_message_deflate)
         self.connections: set[HttpConnection] = set()
         self.websockets: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -188,6 +191,7 @@ class HttpServer:
         self.on_first_response: Any = None
         self.active = 0
         self.stopping = False
+        self.unhealthy = False  # --shutdown-delay or the drain: the health path says 503
         # --limit-concurrency: accepting is False while every slot is taken
         self.accepting = True
         self._listen_on: list[socket.socket] = []
@@ -200,7 +204,7 @@ class HttpServer:
         extra = b"".join(n.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n"
                          for n, v in config.default_headers)
         self._static_headers = (b"server: arbiter\r\n" if config.server_header else b"") + extra
-        self._closed_event: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
         self._headers = self._static_headers
         self._date_timer: asyncio.TimerHandle | None = None
         if config.date_header:
@@ -304,8 +308,13 @@ class HttpServer:
         return self._tls_scope.extension(ssl_object)
 
     def connection_closed(self) -> None:
-        if self.stopping and not self.connections and self._closed_event is not None:
-            self._closed_event.set()
+        if self._drained is not None and not self.connections and not self.websockets:
+            self._drained.set()
+
+    def websocket_finished(self, ws: Any) -> None:
+        """A websocket's connection and its app task are both over."""
+        self.websockets.discard(ws)
+        self.connection_closed()
 
     def log_access(self, cycle: Any, client: Any) -> None:
         duration = time.monotonic() - cycle.started
@@ -316,8 +325,16 @@ class HttpServer:
                              fmt=self._access_format, as_json=self.config.access_log.json)
         access_log.info("%s", line)
 
-    async def shutdown(self) -> bool:
-        self.stopping = True
+    async def shutdown(self, close_code: int = 1012, timeout_s: float | None = None) -> bool:
+        """Drain: stop accepting, answer in-flight requests with Connection: close,
+        close idle connections, close every WebSocket with ``close_code`` (1012
+        retiring, 1001 stopping) and wait for the close handshakes and the app
+        tasks, for ``timeout_s`` (default --graceful-timeout). What is left is
+        closed (a stream cut, never finished) and its app task cancelled. True
+        if everything finished in time."""
+        self.stopping = self.unhealthy = True
+        if timeout_s is None:
+            timeout_s = self.config.graceful_timeout_s
         for server in self.servers:
             server.close()
         # and this process's copies of the listeners: once the master and every
@@ -330,17 +347,17 @@ class HttpServer:
         # run, so it is counted and answered instead of dropped at exit
         for _ in range(4):
             await asyncio.sleep(0)
+        self._drained = asyncio.Event()
         for ws in list(self.websockets):
-            ws.shutdown()
+            ws.shutdown(close_code)
         for conn in list(self.connections):
             conn.shutdown()
-        self._closed_event = asyncio.Event()
-        if self.connections:
-            try:
-                await asyncio.wait_for(self._closed_event.wait(), self.config.graceful_timeout_s)
-            except asyncio.TimeoutError:
-                self.close_now()
-                return False
+        self.connection_closed()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            self.close_now()
+            return False
         return True
 
     def close_now(self) -> None:
@@ -351,6 +368,8 @@ class HttpServer:
             server.close()
         for conn in list(self.connections):
             conn._close()
+        for ws in list(self.websockets):
+            ws.abort()
         for task in list(self.tasks):
             task.cancel()
 
