@@ -59,8 +59,7 @@ def test_settings_come_from_the_environment_and_logs_are_unbuffered() -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
     assert {"PORT", "WEB_CONCURRENCY"} <= set(env)
     arbiter_vars = {name for name in env if name.startswith("ARBITER_")}
-    known = {s.env_var for s in BY_NAME.values()} | {"ARBITER_HEALTH_PATH",
-                                                     "ARBITER_SHUTDOWN_DELAY"}
+    known = {s.env_var for s in BY_NAME.values()}
     assert arbiter_vars and arbiter_vars <= known, arbiter_vars - known
     assert env["ARBITER_HOST"] == "0.0.0.0"  # reachable from outside the container
 
