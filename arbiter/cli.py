@@ -176,6 +176,7 @@ def serve(config: Config, *, reexec_argv: list[str] | None, app_object: Any = No
     logs.setup(config["log_level"], config["error_log"], config["access_log_file"],
                json_lines=config["log_format"] == "json", owner=privileges.owner)
     worker_cls = workerclass.resolve(config["worker_class"])
+    workerclass.warm(worker_cls, config)
     preloaded = app_object
     if preloaded is None and config["preload"]:
         from arbiter.importer import load_app

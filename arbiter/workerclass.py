@@ -1,9 +1,15 @@
 """Name -> worker class. Built-in names map to import strings, so a third-party
-worker and a built-in one are resolved by the same loader."""
+worker and a built-in one are resolved by the same loader.
+
+The master also warms the class it resolved (``warm``): the worker's own
+machinery is imported once, here, instead of after every fork. This module
+reaches ``workers/`` only through the class the import string named.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from typing import Any
 
@@ -29,6 +35,23 @@ def resolve(name: str) -> type:
         raise UsageError(f"--worker-class {name!r}: {spec} is not a worker class "
                          f"(subclass workers.Worker)")
     return cls
+
+
+def warm(worker_cls: type, config: Config) -> None:
+    """Let the class import what its workers need before the first fork (``Worker.warm``).
+
+    Never fatal: a worker that then fails to import the same thing reports it
+    itself, through the boot-failure path, with its exit code.
+    """
+    hook = getattr(worker_cls, "warm", None)
+    if hook is None:
+        return
+    try:
+        hook(config.worker())
+    except Exception as exc:
+        logging.getLogger("arbiter.error").warning(
+            "%s:%s.warm() failed, each worker will import for itself: %s: %s",
+            worker_cls.__module__, worker_cls.__qualname__, type(exc).__name__, exc)
 
 
 def make_entry(worker_cls: type, first_name: str) -> Any:

@@ -10,7 +10,8 @@ Runs the real ``python -m arbiter`` (``bench/apps/hello.py``) on loopback and me
 2. ``--reloads`` SIGHUPs, one after the other, under continuous load from client
    threads (keep-alive connections, and a new connection per request): requests
    served and requests failed, and SIGHUP -> "generation N is serving" times.
-3. The master's open fds (/proc/PID/fd) and threads before and after the reloads.
+3. The master's open fds (/proc/PID/fd) and threads before and after the reloads, and
+   the RSS of the master and of a worker after start.
 4. The same for ``--upgrades`` SIGUSR2 re-execs under load, and whether the
    master kept its PID.
 
@@ -132,6 +133,11 @@ class Master:
     def threads(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
             return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
+
+    def rss_mib(self, pid: int | None = None) -> float:
+        """VmRSS of the master (or of ``pid``), in MiB."""
+        with open(f"/proc/{pid or self.pid}/status") as f:
+            return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
 
     def children(self) -> list[int]:
         kids = []
@@ -306,6 +312,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         master.wait_for(r"all \d+ worker\(s\) ready", timeout=60)
         address = master.address()
         say(f"arbiter pid {master.pid} at {address}, {args.workers} workers")
+        rows.append(("RSS of the master / of one worker, after start",
+                     f"{master.rss_mib():.1f} / {master.rss_mib(master.children()[0]):.1f} MiB"))
 
         # 1. kill -9 -> READY, spread across the slots
         to_ready, to_reap, boots = [], [], []

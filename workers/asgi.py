@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from arbiter.config import WorkerConfig
 from workers import stopping
 from workers.base import Worker
 from workers.lifespan import Lifespan
@@ -31,10 +32,6 @@ class AsgiWorker(Worker):
     def wrap_app(self, app: Any) -> Any:
         return app
 
-    def import_stack(self) -> None:
-        from workers.http import server  # with the WebSocket layer and the proxy parsers
-        server.pick_parser(self.config.http.backend)
-
     def load_counters(self) -> tuple[int, int]:
         if self.server is None:
             return 0, 0
@@ -44,6 +41,14 @@ class AsgiWorker(Worker):
         if self.server is None:
             return 0, ()
         return self.server.active, self.server.responses_by_class[2:6]
+
+    @classmethod
+    def warm(cls, config: WorkerConfig) -> None:
+        """The HTTP server, its connection, proxy and WebSocket modules, and the parser
+        backend the config names (most of a worker's boot time, before this)."""
+        super().warm(config)
+        from workers.http.server import pick_parser
+        pick_parser(config.http.backend)
 
     async def serve(self) -> int:
         assert self.stop_requested is not None and self.loop is not None
@@ -134,3 +139,8 @@ def _uvloop_factory() -> asyncio.AbstractEventLoop:
 
 class UvloopWorker(AsgiWorker):
     loop_factory = staticmethod(_uvloop_factory)
+
+    @classmethod
+    def warm(cls, config: WorkerConfig) -> None:
+        super().warm(config)
+        import uvloop  # noqa: F401  (the import is the warming)

@@ -59,8 +59,9 @@ class Worker:
     4) or ``BootError`` (exit 3) when the app cannot start. Set
     ``loop_factory`` to choose the event loop. ``blocked_loop_warnings``
     counts the stalls --warn-blocking caught (one per stall, rate-limited
-    out of the log or not). ``import_stack()`` imports what the worker needs
-    besides the app before it gives up root (see ``drop_privileges``).
+    out of the log or not). ``warm(config)``, a classmethod, imports what the
+    worker needs besides the app: the master calls it once before forking, and
+    ``import_stack()`` again before a worker gives up root (``drop_privileges``).
     """
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
@@ -85,6 +86,18 @@ class Worker:
         self._tick_interval_s = tick_interval_s(config.timeout_s)
         self._tick_due = 0.0  # when the heartbeat timer should fire next (monotonic)
         self._loop_lag_us = 0  # how late it fired last time
+
+    @classmethod
+    def warm(cls, config: WorkerConfig) -> None:
+        """Import what every worker of this class needs, in the master, before any fork.
+
+        The master calls it once, after resolving the class: each fork then
+        starts with these modules loaded, so a replacement worker (after a
+        kill, a recycling, a reload) boots in the time its app takes. Never
+        import the app here: a reload must load the app's new code. The base
+        class needs nothing beyond what the master has; a subclass that
+        overrides it calls ``super().warm(config)``.
+        """
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,7 +178,10 @@ class Worker:
 
     def import_stack(self) -> None:
         """Import the modules this worker needs besides the app (its protocol stack,
-        parsers): called before the switch to --user, while they are readable."""
+        parsers): called before the switch to --user, while they are readable. That
+        is what ``warm`` imports; the master warmed its class already, but a reload
+        may have named another."""
+        type(self).warm(self.config)
 
     def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, False, StopReason.STOP)
