@@ -104,6 +104,7 @@ class HttpConfig:
     proxy_protocol: bool
     tls: TlsConfig | None
     access_log: AccessLogConfig
+    backlog: int  # a worker's create_server() listens again, with this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +224,7 @@ class Config:
             access_log=AccessLogConfig(v["access_log"], v["access_log_file"],
                                        v["access_log_format"], v["access_log_json"],
                                        v["access_log_health"]),
+            backlog=v["backlog"],
         )
 
     def worker(self) -> WorkerConfig:

@@ -238,8 +238,10 @@ class HttpServer:
 
     async def _listen(self) -> None:
         """Serve every inherited socket through a dup of its fd: closing an
-        asyncio/uvloop server closes only our dup, never the master's socket."""
+        asyncio/uvloop server closes only our dup, never the master's socket.
+        create_server() calls listen() again: with --backlog, so the setting holds."""
         context = self._ssl_context
+        backlog = self.config.backlog
         for sock in self._listen_on:
             if sock.fileno() < 0:
                 continue  # closed by shutdown() while a resume was under way
@@ -248,10 +250,10 @@ class HttpServer:
             if context is not None and self.config.proxy_protocol:
                 # the PROXY header comes before the TLS handshake: read it first
                 server = await self.loop.create_server(
-                    lambda: ProxyThenTls(self, context), sock=dup, backlog=2048)
+                    lambda: ProxyThenTls(self, context), sock=dup, backlog=backlog)
             else:
                 server = await self.loop.create_server(
-                    lambda: HttpConnection(self), sock=dup, ssl=context, backlog=2048,
+                    lambda: HttpConnection(self), sock=dup, ssl=context, backlog=backlog,
                     # the head's clock starts after the handshake; this bounds the handshake
                     ssl_handshake_timeout=(self.config.timeout_header_s or None)
                     if context is not None else None)
