@@ -5,7 +5,7 @@ the HTTP connection then calls ``hand_over()`` with the transport, the ASGI
 scope it already built and every byte of the request it has read (head and
 whatever followed). From then on this protocol
 owns the transport. wsproto does the framing; this module maps its events to
-ASGI messages (spec 2.4), with bounded buffers in both directions: past
+ASGI messages (spec 2.5), with bounded buffers in both directions: past
 ``max_queue`` unread messages reading pauses, and ``send()`` waits while the
 transport's buffer is over its high-water mark.
 
@@ -33,6 +33,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from workers.http.cycle import SPEC_VERSION
 from workers.http.errors import ClientDisconnected
 
 log = logging.getLogger("arbiter.error")
@@ -405,11 +406,14 @@ class WebSocketProtocol(asyncio.Protocol):
 def websocket_scope(http_scope: dict[str, Any]) -> dict[str, Any]:
     scope = dict(http_scope)
     scope["type"] = "websocket"
-    scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+    scope["asgi"] = {"version": "3.0", "spec_version": SPEC_VERSION}
     scope["scheme"] = "wss" if http_scope.get("scheme") == "https" else "ws"
     scope.pop("method", None)
     scope["subprotocols"] = []
-    extensions = dict(scope.get("extensions") or {})
-    extensions["websocket.http.response"] = {}
+    # the http scope's response extensions (pathsend...) are not for a websocket
+    extensions: dict[str, Any] = {"websocket.http.response": {}}
+    tls = (http_scope.get("extensions") or {}).get("tls")
+    if tls is not None:
+        extensions["tls"] = tls
     scope["extensions"] = extensions
     return scope

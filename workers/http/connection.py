@@ -18,7 +18,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import unquote
 
-from workers.http.cycle import HttpCycle, simple_response
+from workers.http import filesend
+from workers.http.cycle import SPEC_VERSION, HttpCycle, scope_extensions, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
 from workers.http.framing import Head
 from workers.http.proxy import apply_proxy_headers
@@ -63,6 +64,8 @@ class HttpConnection(asyncio.Protocol):
         self.server_addr: tuple[str, int] | None = None
         self.scheme = "http"
         self.tls: dict[str, Any] | None = None  # the ASGI tls extension
+        # scope["extensions"] for HTTP/1.1 and HTTP/1.0 requests (shared, built once)
+        self.extensions_11, self.extensions_10 = server.extensions
         self.upgrade_head: tuple[str, bytes, list[tuple[bytes, bytes]]] | None = None
 
     # ------------------------------------------------------------ transport
@@ -80,6 +83,7 @@ class HttpConnection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
             self.tls = self.server.tls_extension(transport)
+            self.extensions_11, self.extensions_10 = scope_extensions(self.tls)
         self.server.connections.add(self)
         if self.proxy_header is not None:
             self._use_proxy_header(self.proxy_header)
@@ -196,12 +200,12 @@ class HttpConnection(asyncio.Protocol):
         method = head.method
         headers = head.headers
         scope = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.5"},
+            "type": "http", "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
             "http_version": head.version, "method": method, "scheme": self.scheme,
             "path": root + path, "raw_path": path_bytes, "query_string": query,
             "root_path": root, "headers": headers, "client": self.client,
             "server": self.server_addr, "state": dict(self.server.lifespan_state),
-            "extensions": {"tls": self.tls} if self.tls is not None else {},
+            "extensions": self.extensions_11 if head.version == "1.1" else self.extensions_10,
         }
         if self.proxy_headers:
             apply_proxy_headers(scope, self.server.trusted)
@@ -267,6 +271,16 @@ class HttpConnection(asyncio.Protocol):
                                                     self._write_stalled)
         return self.drain_waiter
 
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """File bytes of a response body (pathsend, zerocopysend): zero-copy
+        where the socket allows. After a failure part of the file may be out,
+        so the connection is closed: nothing more can go on the wire."""
+        try:
+            await filesend.send_file(self, fd, offset, count)
+        except BaseException:
+            self._close()
+            raise
+
     def _buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
@@ -282,6 +296,9 @@ class HttpConnection(asyncio.Protocol):
             self.write_timer = self.loop.call_later(self.config.timeout_write_s,
                                                     self._write_stalled)
             return
+        self.drop_stalled_client()
+
+    def drop_stalled_client(self) -> None:
         log.info("dropping a client that read nothing for %.0f s", self.config.timeout_write_s)
         if self.transport is not None:
             self.closed = True

@@ -3,12 +3,17 @@
 Both parser backends feed it through plain method calls (``feed_body``,
 ``feed_end``, ``client_gone``); it writes response bytes through the small
 ``CycleIO`` interface the connection provides. No asyncio or socket imports:
-waiting is done on awaitables handed in by the connection.
+waiting is done on awaitables handed in by the connection, and file bytes
+are moved by the connection's ``send_file`` (zero-copy where it can).
+Besides the core messages it implements the ASGI extensions pathsend,
+zerocopysend, trailers and early_hint (``EXTENSIONS_HTTP11``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -35,9 +40,30 @@ BODY_HIGH_WATER = 256 * 1024
 _COPY_LIMIT = 16 * 1024
 
 
+# The ASGI extensions the cycle implements (asgiref docs/extensions.rst). To an
+# HTTP/1.0 client there is no chunked framing (so no trailers) and no interim
+# 1xx response (so no early hints): those two are advertised on HTTP/1.1 only.
+EXTENSIONS_HTTP11 = ("http.response.pathsend", "http.response.zerocopysend",
+                     "http.response.trailers", "http.response.early_hint")
+EXTENSIONS_HTTP10 = ("http.response.pathsend", "http.response.zerocopysend")
+# The highest version of the ASGI HTTP+WebSocket spec whose every requirement is
+# met: 2.1 accept headers, 2.2 a None port, 2.3 the close reason, 2.4 send() on a
+# closed connection raises an OSError, 2.5 the disconnect reason.
+SPEC_VERSION = "2.5"
+
+
+def scope_extensions(tls: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``scope["extensions"]`` for HTTP/1.1 and for HTTP/1.0 requests. Built once
+    per server (once per connection under TLS) and shared by every request."""
+    base = {} if tls is None else {"tls": tls}
+    return ({**base, **{name: {} for name in EXTENSIONS_HTTP11}},
+            {**base, **{name: {} for name in EXTENSIONS_HTTP10}})
+
+
 class CycleIO(Protocol):
     def write(self, data: bytes) -> None: ...
     def drain(self) -> Awaitable[None] | None: ...
+    def send_file(self, fd: int, offset: int, count: int) -> Awaitable[None]: ...
     def wait_body(self) -> Awaitable[None]: ...
     def resume_reading(self) -> None: ...
     def pause_reading(self) -> None: ...
@@ -58,6 +84,17 @@ def simple_response(status: int, message: str, default_headers: bytes, *, close:
             + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
             % len(body) + (b"connection: close\r\n\r\n" if close else b"\r\n")
             + (body if with_body else b""))
+
+
+def field_line(name: bytes, value: bytes) -> bytes:
+    """One response field (header, trailer or early-hint Link) as a wire line,
+    refused if it could end the line or the field early: the one check against
+    header injection."""
+    if b"\r" in value or b"\n" in value or b"\x00" in value or b"\r" in name \
+            or b"\n" in name or b"\x00" in name or b":" in name or not name:
+        raise ValueError(f"invalid response field {name!r}: empty, or CR, LF, "
+                         "NUL or a colon in it")
+    return name + b": " + value + b"\r\n"
 
 
 _BLOCK_CACHE: dict[Any, tuple[bytes, int | None, bool]] = {}
@@ -98,11 +135,7 @@ def header_block(headers: Any) -> tuple[bytes, int | None, bool]:
         elif lower == b"connection" and value.lower() == b"close":
             close = True
         else:
-            if b"\r" in value or b"\n" in value or b"\x00" in value or b"\r" in name \
-                    or b"\n" in name or b"\x00" in name or b":" in name or not name:
-                raise ValueError(f"invalid response header {name!r}: empty, or CR, LF, "
-                                 "NUL or a colon in it")
-            lines.append(name + b": " + value + b"\r\n")
+            lines.append(field_line(name, value))
     result = (b"".join(lines), length, close)
     if key is not None:
         if len(_BLOCK_CACHE) >= _BLOCK_CACHE_SIZE:
@@ -117,7 +150,7 @@ class HttpCycle:
     __slots__ = ("scope", "io", "keep_alive", "expect_continue", "default_headers", "body",
                  "body_done", "disconnected", "response_started", "response_complete",
                  "chunked", "expected_length", "sent_length", "head_only", "status", "started",
-                 "close_after", "continue_sent", "head_bytes", "body_delivered")
+                 "close_after", "continue_sent", "head_bytes", "body_delivered", "trailers")
 
     def __init__(self, scope: dict[str, Any], io: CycleIO, keep_alive: bool,
                  expect_continue: bool, default_headers: Callable[[], bytes]) -> None:
@@ -140,7 +173,8 @@ class HttpCycle:
         self.status = 0
         self.started = time.monotonic()
         self.close_after = False
-        self.head_bytes: bytes | None = None
+        self.head_bytes: bytes | None = None  # the response head, until the first body bytes
+        self.trailers: _Trailers | None = None  # the app promised http.response.trailers
 
     # ------------------------------------------------------------ parser side
 
@@ -207,7 +241,7 @@ class HttpCycle:
         if kind == "http.response.body":
             if not self.response_started:
                 raise RuntimeError("http.response.body sent before http.response.start")
-            if self.response_complete:
+            if self.response_complete or (self.trailers is not None and self.trailers.body_done):
                 raise RuntimeError("http.response.body sent after the response completed")
             if self._body(message):
                 waiter = self.io.drain()
@@ -220,7 +254,10 @@ class HttpCycle:
                 raise RuntimeError("http.response.start sent twice")
             self._start(message)
         else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} in an http cycle")
+            extension = _EXTENSION_SENDS.get(kind)
+            if extension is None:
+                raise RuntimeError(f"unexpected ASGI message {kind!r} in an http cycle")
+            await extension(self, message)
 
     def _start(self, message: dict[str, Any]) -> None:
         status = message["status"]
@@ -232,11 +269,16 @@ class HttpCycle:
         if close:
             self.keep_alive = False
         no_body = self.head_only or status in (204, 304) or status < 200
+        if message.get("trailers"):
+            block, length = self._announce_trailers(block, length, no_body)
         if length is not None:
             self.expected_length = length
         elif not no_body:
-            self.chunked = True
-            block += b"transfer-encoding: chunked\r\n"
+            if self.scope.get("http_version") == "1.0":
+                self.keep_alive = False  # no chunked coding for HTTP/1.0: the close ends the body
+            else:
+                self.chunked = True
+                block += b"transfer-encoding: chunked\r\n"
         if not self.keep_alive or self.close_after:
             self.keep_alive = False
             block += b"connection: close\r\n"
@@ -266,16 +308,238 @@ class HttpCycle:
                 self.io.write(body)
             else:
                 out += body + b"\r\n" if self.chunked else body
-        if not more:
-            if self.chunked and not self.head_only:
-                out += b"0\r\n\r\n"
-            self.response_complete = True
-            if self.expected_length is not None and self.sent_length < self.expected_length \
-                    and not self.head_only:
-                self.keep_alive = False  # the body is short: the connection cannot be reused
+        if more or self.trailers is not None:  # (trailers: their message ends the response)
+            if not more:
+                self.trailers.body_done = True  # type: ignore[union-attr]
+            if out:
+                self.io.write(out)
+            return True
+        if self.chunked and not self.head_only:
+            out += b"0\r\n\r\n"
+        self._complete(out)
+        return False
+
+    def _complete(self, out: bytes) -> None:
+        """The last bytes of the response: the cycle is done."""
+        self.response_complete = True
+        if self.expected_length is not None and self.sent_length < self.expected_length \
+                and not self.head_only:
+            self.keep_alive = False  # the body is short: the connection cannot be reused
         if out:
             self.io.write(out)
+        self.io.cycle_done(self)
+
+    def _unstart(self) -> None:
+        """Forget a response start none of whose bytes went out (the head waits
+        for the first body bytes), so the connection can answer 500 instead."""
+        self.response_started = False
+        self.head_bytes = None
+        self.chunked = False
+        self.expected_length = None
+        self.trailers = None
+        self.status = 0
+
+    # ------------------------------------------------------------ ASGI extensions
+
+    async def _pathsend(self, message: dict[str, Any]) -> None:
+        """``http.response.pathsend``: the whole body is the file at ``path``,
+        sent by the connection (zero-copy where it can); Content-Length from the
+        file when the app gave none."""
+        if not self.response_started or self.head_bytes is None:
+            raise RuntimeError("http.response.pathsend must come right after "
+                               "http.response.start, instead of any body")
+        try:
+            fd = os.open(message["path"], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            self._unstart()
+            raise
+        try:
+            size = _regular_file_size(fd, message["path"], self)
+            if self.expected_length is not None and self.expected_length != size \
+                    and not self.head_only:
+                self._unstart()
+                raise RuntimeError(f"http.response.pathsend: {message['path']} is {size} bytes, "
+                                   f"its Content-Length says {self.expected_length}")
+            self._length_from_file(size)
+            await self._send_file(fd, 0, size, False)
+        finally:
+            os.close(fd)
+
+    async def _zerocopysend(self, message: dict[str, Any]) -> None:
+        """``http.response.zerocopysend``: ``count`` bytes of an open file from
+        ``offset`` (default: its position, which then moves on, as a read would)."""
+        if not self.response_started or self.response_complete \
+                or (self.trailers is not None and self.trailers.body_done):
+            raise RuntimeError("http.response.zerocopysend outside a response body")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        size = _regular_file_size(fd, file, self)
+        offset = message.get("offset")
+        at_position = offset is None
+        if at_position:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        count = message.get("count")
+        if count is None:
+            count = max(size - offset, 0)
+        more = bool(message.get("more_body", False))
+        if offset < 0 or count < 0 or offset + count > size:
+            if self.head_bytes is not None:
+                self._unstart()
+            raise ValueError(f"http.response.zerocopysend: offset {offset} and count {count} "
+                             f"do not fit a file of {size} bytes")
+        if not more and self.head_bytes is not None:
+            self._length_from_file(count)  # the whole body in one message: say how long
+        await self._send_file(fd, offset, count, more)
+        if at_position:
+            os.lseek(fd, offset + count, os.SEEK_SET)
+
+    async def _send_file(self, fd: int, offset: int, count: int, more: bool) -> None:
+        """File bytes as body bytes, framed like any body, then the rest of the
+        body message (the head if nothing went yet, the end of the body)."""
+        if count and not self.head_only:
+            if self.expected_length is not None \
+                    and self.sent_length + count > self.expected_length:
+                if self.head_bytes is not None:
+                    self._unstart()
+                raise RuntimeError("response body longer than its Content-Length")
+            out = self.head_bytes or b""
+            self.head_bytes = None
+            if self.chunked:
+                out += b"%x\r\n" % count
+            if out:
+                self.io.write(out)
+            try:
+                await self.io.send_file(fd, offset, count)
+            except BaseException:
+                self.keep_alive = False  # part of the file may be out: never reuse
+                raise
+            self.sent_length += count
+            if self.chunked:
+                self.io.write(b"\r\n")
+        if self._body(_MORE_BODY if more else _LAST_BODY):
+            waiter = self.io.drain()
+            if waiter is not None:
+                await waiter
+                if self.disconnected:
+                    raise ClientDisconnected("the client closed the connection")
+
+    def _length_from_file(self, size: int) -> None:
+        """Content-Length for a body whose size is known before its first byte,
+        in place of the chunked coding (or of none: HEAD, HTTP/1.0)."""
+        head = self.head_bytes
+        if head is None or self.expected_length is not None \
+                or self.status < 200 or self.status in (204, 304) \
+                or (self.trailers is not None and self.trailers.send):
+            return
+        length = b"content-length: %d\r\n" % size
+        if self.chunked:  # our own coding line is the last one in the head
+            before, _, after = head.rpartition(b"transfer-encoding: chunked\r\n")
+            head = before + length + after
+            self.chunked = False
+        else:  # HEAD, or HTTP/1.0 (which still closes after it)
+            head = head[:-2] + length + b"\r\n"
+        self.head_bytes = head
+        self.expected_length = size
+
+    def _announce_trailers(self, block: bytes, length: int | None,
+                           no_body: bool) -> tuple[bytes, int | None]:
+        """``trailers: true`` on the start: the trailers message will end the
+        response. They are sent only to a client that said ``TE: trailers``,
+        which needs the chunked coding (so a Content-Length given is dropped)."""
+        send = not no_body and accepts_trailers(self.scope)
+        self.trailers = _Trailers(send)
+        if send and length is not None:
+            line = b"content-length: %d" % length
+            block = b"".join(kept + b"\r\n" for kept in block.split(b"\r\n")[:-1]
+                             if kept != line)
+            length = None
+        return block, length
+
+    async def _send_trailers(self, message: dict[str, Any]) -> None:
+        """``http.response.trailers``: fields after the last chunk (checked like
+        headers), written with the end of the body when the last one comes."""
+        trailers = self.trailers
+        if trailers is None or not trailers.body_done or self.response_complete:
+            raise RuntimeError("http.response.trailers without trailers: true on the start, "
+                               "or before the last http.response.body")
+        lines = b"".join(_trailer_line(bytes(name), bytes(value))
+                         for name, value in message.get("headers") or ())
+        if trailers.send:
+            trailers.lines.append(lines)
+        if message.get("more_trailers", False):
+            return
+        if self.chunked and not self.head_only:
+            self._complete(b"0\r\n" + b"".join(trailers.lines) + b"\r\n")
+        else:
+            self._complete(b"")
+
+    async def _early_hint(self, message: dict[str, Any]) -> None:
+        """``http.response.early_hint``: a 103 with the Link fields, before the
+        final response head; dropped for HTTP/1.0 and once the head went out."""
+        try:
+            lines = b"".join(field_line(b"link", bytes(link))
+                             for link in message.get("links") or ())
+        except ValueError:
+            if self.head_bytes is not None:
+                self._unstart()  # nothing is out yet: the connection can answer 500
+            raise
         if self.response_complete:
-            self.io.cycle_done(self)
-            return False
-        return True
+            raise RuntimeError("http.response.early_hint after the response completed")
+        if not lines or self.scope.get("http_version") != "1.1" \
+                or (self.response_started and self.head_bytes is None):
+            return
+        self.io.write(b"HTTP/1.1 103 Early Hints\r\n" + lines + b"\r\n")
+
+
+class _Trailers:
+    """What a response that announced trailers still owes."""
+
+    __slots__ = ("send", "lines", "body_done")
+
+    def __init__(self, send: bool) -> None:
+        self.send = send
+        self.lines: list[bytes] = []
+        self.body_done = False
+
+
+_EXTENSION_SENDS = {
+    "http.response.pathsend": HttpCycle._pathsend,
+    "http.response.zerocopysend": HttpCycle._zerocopysend,
+    "http.response.trailers": HttpCycle._send_trailers,
+    "http.response.early_hint": HttpCycle._early_hint,
+}
+_MORE_BODY: dict[str, Any] = {"body": b"", "more_body": True}
+_LAST_BODY: dict[str, Any] = {"body": b"", "more_body": False}
+# RFC 9110 6.5.1: fields that frame the message or manage the connection are
+# never trailers (a recipient that merged them into the header section would
+# be misled about where the message ends)
+_NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection",
+                           b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"))
+
+
+def _trailer_line(name: bytes, value: bytes) -> bytes:
+    line = field_line(name, value)
+    if name.lower() in _NOT_TRAILERS:
+        raise ValueError(f"response field {name!r} is not allowed in trailers")
+    return line
+
+
+def accepts_trailers(scope: dict[str, Any]) -> bool:
+    """The request said ``TE: trailers`` (RFC 9110 10.1.4), on HTTP/1.1."""
+    if scope.get("http_version") != "1.1":
+        return False
+    for name, value in scope["headers"]:
+        if name == b"te" and b"trailers" in (token.split(b";")[0].strip(b" \t").lower()
+                                            for token in value.split(b",")):
+            return True
+    return False
+
+
+def _regular_file_size(fd: int, name: Any, cycle: HttpCycle) -> int:
+    """The size of the open file ``fd``; only regular files can be sent."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        if cycle.head_bytes is not None:
+            cycle._unstart()
+        raise ValueError(f"{name!r} is not a regular file")
+    return info.st_size

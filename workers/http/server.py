@@ -23,6 +23,7 @@ from typing import Any
 from arbiter.config import HttpConfig
 from arbiter.errors import BootError
 from workers.http.connection import HttpConnection
+from workers.http.cycle import scope_extensions
 from workers.http.proxy import TrustedPeers
 from workers.http.proxy_tls import ProxyThenTls
 from workers.websocket import WebSocketLimits
@@ -180,6 +181,7 @@ class HttpServer:
             max_size=config.ws_max_size, ping_interval=config.ws_ping_interval_s,
             ping_timeout=config.ws_ping_timeout_s, close_timeout=config.ws_close_timeout_s,
             max_queue=config.ws_max_queue, per_message_deflate=config.ws_per_message_deflate)
+        self.extensions = scope_extensions(None)  # (HTTP/1.1, HTTP/1.0); TLS: per connection
         self.connections: set[HttpConnection] = set()
         self.websockets: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
