@@ -74,8 +74,13 @@ def test_pipelined_requests_answer_in_order(server) -> None:
 def test_head_has_no_body_and_chunked_response(server) -> None:
     response = exchange(server, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"\r\n\r\n")
-    response = exchange(server, b"GET / HTTP/1.0\r\n\r\n")
+    response = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b"transfer-encoding: chunked" in response and response.endswith(b"0\r\n\r\n")
+    # never chunked to HTTP/1.0 (RFC 9112 6.1): the close ends the body
+    response = exchange(server, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head and b"connection: close" in head
+    assert body == b"Hello, world!"
 
 
 def test_chunked_request_body(server) -> None:
