@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from asyncio.tasks import _enter_task, _leave_task  # (3.10-3.13) the first step as the task's
 import logging
 import socket
 import struct
@@ -353,9 +354,13 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ running the app
 
     def _run(self, cycle: HttpCycle) -> None:
-        """Run the app eagerly up to its first real suspension; only an app
-        that waits gets a Task (most small responses never do). Each request
-        runs in its own copy of the context, as a Task would."""
+        """Run the app's first step now, as the first step of its own Task: an
+        app that does not wait has its response out in this turn of the loop,
+        and ``asyncio.current_task()`` is that Task from the app's first line on
+        (sniffio and so anyio -- Starlette's FileResponse, FastAPI's sync
+        endpoints -- and ``asyncio.timeout`` need one; a cancel scope opened in
+        the first step is closed in the same task). Each request runs in its
+        own copy of the context, as a Task would."""
         self.running = cycle
         if self.health_path is not None and cycle.scope["raw_path"] == self.health_path:
             self._answer_health(cycle)
@@ -367,19 +372,25 @@ class HttpConnection(asyncio.Protocol):
             cycle.answer(503, "Service Unavailable", b"retry-after: 1\r\n")
             self._finished(cycle, None)
             return
+        loop = self.loop
         context = contextvars.copy_context()
+        first: list[Any] = []  # (the app's coroutine, what it waits on) once it waits
+        task = asyncio.Task(self._finish(first, cycle), loop=loop, context=context)
+        _enter_task(loop, task)
         try:
-            coro, waiting_on = context.run(_first_step, server.app, cycle)
+            first.append(context.run(_first_step, server.app, cycle))
         except StopIteration:
-            self._finished(cycle, None)
-            return
+            outcome: BaseException | None = None
         except BaseException as exc:
-            self._finished(cycle, exc)
+            outcome = exc
+        finally:
+            _leave_task(loop, task)
+        if not first:  # done in one step; the task's own step has nothing left to do
+            self._finished(cycle, outcome)
             return
-        task = asyncio.Task(self._finish(coro, waiting_on, cycle), loop=self.loop,
-                            context=context)
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
+        task.add_done_callback(lambda _: self._cancelled_early(first, cycle))
 
     def _answer_health(self, cycle: HttpCycle) -> None:
         """--health-path: answered here, never by the app, and counted nowhere
@@ -395,7 +406,10 @@ class HttpConnection(asyncio.Protocol):
             self.server.log_access(cycle, self.client)
         self._after(cycle)
 
-    async def _finish(self, coro: Any, waiting_on: Any, cycle: HttpCycle) -> None:
+    async def _finish(self, first: list[Any], cycle: HttpCycle) -> None:
+        if not first:
+            return
+        coro, waiting_on = first[0]
         try:
             await _resume(coro, waiting_on)
         except BaseException as exc:
@@ -404,6 +418,13 @@ class HttpConnection(asyncio.Protocol):
                 raise
         else:
             self._finished(cycle, None)
+
+    def _cancelled_early(self, first: list[Any], cycle: HttpCycle) -> None:
+        """A task cancelled before its own first step never ran ``_finish``:
+        close the app's coroutine (its finally blocks run) and finish here."""
+        if self.running is cycle and first:
+            first[0][0].close()
+            self._finished(cycle, asyncio.CancelledError())
 
     def _run_next(self) -> None:
         if self.cycles and self.running is None and not self.closed:
