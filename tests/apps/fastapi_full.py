@@ -45,7 +45,7 @@ async def file(path: str) -> FileResponse:
 async def _chunks(n: int, delay: float, sse: bool):
     for i in range(n):
         if i:
-            await asyncio.sleep(delay)  # noqa: sleep -- app pacing: a slow producer
+            await asyncio.sleep(delay)  # deliberate (noqa: sleep): app pacing, a slow producer
         yield f"data: event {i} from {os.getpid()}\n\n" if sse else f"chunk {i};"
 
 
@@ -61,7 +61,7 @@ async def sse(n: int = 5, delay: float = 0.0) -> StreamingResponse:
 
 
 async def _after_response(record: str) -> None:
-    await asyncio.sleep(0.05)  # noqa: sleep -- app work that takes a moment
+    await asyncio.sleep(0.05)  # deliberate (noqa: sleep): app work that takes a moment
     RECORDS.setdefault(record, []).append("background task ran")
 
 
