@@ -98,8 +98,6 @@ def test_fastapi_across_a_sighup_reload_with_clients_connected(arbiter_process,
     on the new one, the WebSocket is closed and reconnects to the new one."""
     server = start(arbiter_process, loop, "httptools", "--graceful-timeout", "60")
     old_pid = httpx.get(server.url + "/pid", timeout=10).json()["pid"]
-    ws = websockets.sync.client.connect(ws_url(server), open_timeout=10)
-    assert json.loads(ws.recv(timeout=10)) == {"pid": old_pid}
     events: list[str] = []
     outcome: dict[str, object] = {}
 
@@ -116,28 +114,27 @@ def test_fastapi_across_a_sighup_reload_with_clients_connected(arbiter_process,
         except Exception as exc:  # reported by the assertion below
             outcome["error"] = exc
 
-    reader = threading.Thread(target=read_sse, daemon=True)
-    reader.start()
-    wait_until(lambda: len(events) >= 3, 20, message="the SSE stream to be in flight")
-    server.signal(signal.SIGHUP)
-
     def new_pid() -> int | None:
         pid = httpx.get(server.url + "/pid", timeout=10,
                         headers={"connection": "close"}).json()["pid"]
         return pid if pid != old_pid else None
 
-    new = wait_until(new_pid, 30, interval=0.05, message="a request on the new generation")
-    for _ in range(5):  # and from now on every new request goes there
-        assert httpx.get(server.url + "/pid", timeout=10).json()["pid"] == new
-    assert len(events) < 30  # all of that while the old stream was still in flight
-
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            ws.recv(timeout=30)
+    with websockets.sync.client.connect(ws_url(server), open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10)) == {"pid": old_pid}
+        reader = threading.Thread(target=read_sse, daemon=True)
+        reader.start()
+        wait_until(lambda: len(events) >= 3, 20, message="the SSE stream to be in flight")
+        server.signal(signal.SIGHUP)
+        new = wait_until(new_pid, 30, interval=0.05, message="a request on the new generation")
+        for _ in range(5):  # and from now on every new request goes there
+            assert httpx.get(server.url + "/pid", timeout=10).json()["pid"] == new
+        assert len(events) < 30  # all of that while the old stream was still in flight
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=30)
     # without the drain work (ws-drain) the code may be 1012 or an abrupt 1006;
     # what is asserted here is that the client hears the close and can reconnect
     print(f"websocket closed at the reload with {closed.value.rcvd}")
-    ws.close()
     with websockets.sync.client.connect(ws_url(server), open_timeout=10) as again:
         assert json.loads(again.recv(timeout=10)) == {"pid": new}
         again.send("after the reload")
