@@ -122,6 +122,6 @@ def start_front(make_argv: Callable[[int], list[str]], log_path: Path,
         except _Exited as exc:
             if "in use" not in str(exc):
                 raise AssertionError(f"{front.argv[0]} exited:\n{exc}") from None
-            time.sleep(0.05)  # noqa: sleep: a short pause before the next port, not a wait
+            time.sleep(0.05)  # deliberate (noqa: sleep): a short pause before the next port, not a wait
     raise AssertionError(f"{make_argv(0)[0]} found no free port:\n{log_path.read_text()}")
 
