@@ -72,8 +72,9 @@ class Transport(asyncio.Transport):
 def connect(server: str, transport: Transport, app):
     if server.startswith("arbiter"):
         from workers.websocket import WebSocketLimits, hand_over
-        backend = server.split("-", 1)[1] if "-" in server else WebSocketLimits.backend
-        limits = WebSocketLimits(ping_interval=0, backend=backend)
+        # "arbiter": its default backend (and any version); "arbiter-NAME": --ws NAME
+        kwargs = {"backend": server.split("-", 1)[1]} if "-" in server else {}
+        limits = WebSocketLimits(ping_interval=0, **kwargs)
         return hand_over(transport, app, dict(SCOPE), HANDSHAKE, limits=limits)
     from uvicorn.config import Config
     from uvicorn.server import ServerState

@@ -1,18 +1,41 @@
-"""The websocket protocol without sockets: a wsproto client talks to it in memory."""
+"""The websocket protocol without sockets: a wsproto client talks to it in memory,
+every test on both protocol backends (websockets, wsproto)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sys
 from typing import Any
 
 import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, RejectConnection, Request, TextMessage,
+    AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, RejectConnection, RejectData,
+    Request, TextMessage,
 )
 
 from workers.http.framing import is_websocket_upgrade as is_upgrade
-from workers.websocket import ClientDisconnected, WebSocketLimits, hand_over
+from workers import websocket
+from workers.websocket import ClientDisconnected, WebSocketLimits
+
+BACKEND = "wsproto"  # set for each test by the backend fixture
+
+
+@pytest.fixture(autouse=True, params=["wsproto"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sys.modules[__name__], "BACKEND", request.param)
+    return request.param
+
+
+def hand_over(transport: Any, app: Any, scope: dict[str, Any], data: bytes,
+              on_close: Any = None, limits: WebSocketLimits | None = None) -> Any:
+    """workers.websocket.hand_over on this test's backend."""
+    limits = dataclasses.replace(limits or WebSocketLimits(), backend=BACKEND)
+    protocol = websocket.hand_over(transport, app, scope, data, on_close=on_close,
+                                   limits=limits)
+    assert protocol.ws.name == BACKEND
+    return protocol
 
 HTTP_SCOPE = {"type": "http", "http_version": "1.1", "scheme": "http", "path": "/ws",
               "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],
@@ -406,3 +429,175 @@ def test_per_message_deflate_is_accepted_only_when_enabled(deflate: bool) -> Non
 
     negotiated = asyncio.run(main())
     assert [e.name for e in negotiated] == (["permessage-deflate"] if deflate else [])
+
+
+# ---------------------------------------------------------------- frames, both backends
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One masked frame as a client sends it (RFC 6455 5.2), built by hand so a
+    test can split a UTF-8 character or send what no client library would."""
+    mask = b"\x37\xfa\x21\x3d"
+    length = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if length < 126:
+        head += bytes([0x80 | length])
+    else:
+        head += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_fragments_make_one_message_even_split_inside_a_character() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen))
+        await settle()
+        client_events(client, transport)
+        text = "d\u00e9j\u00e0 vu".encode()  # "é" is 2 bytes: split it between frames
+        ws.data_received(client_frame(0x1, text[:2], fin=False))
+        ws.data_received(client_frame(0x0, text[2:5], fin=False))
+        ws.data_received(client_frame(0x0, text[5:]))
+        ws.data_received(client_frame(0x2, b"ab", fin=False) + client_frame(0x0, b"cd"))
+        await settle()
+        assert seen == [{"type": "websocket.receive", "text": "d\u00e9j\u00e0 vu"},
+                        {"type": "websocket.receive", "bytes": b"abcd"}]
+        assert type(seen[1]["bytes"]) is bytes
+        ws.task.cancel()
+
+    asyncio.run(main())
+
+
+def test_invalid_utf8_in_a_text_message_closes_with_1007() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen))
+        await settle()
+        client_events(client, transport)
+        ws.data_received(client_frame(0x1, b"ok \xff\xfe"))
+        await settle()
+        events = client_events(client, transport)
+        assert [(type(e), e.code) for e in events] == [(CloseConnection, 1007)]
+        assert seen[0]["type"] == "websocket.disconnect" and seen[0]["code"] == 1007
+        assert transport.closing
+
+    asyncio.run(main())
+
+
+def test_a_ping_gets_its_pong_and_the_app_hears_nothing() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen))
+        await settle()
+        client_events(client, transport)
+        ws.data_received(client.send(Ping(payload=b"are you there")))
+        await settle()
+        events = client_events(client, transport)
+        assert [(type(e), e.payload) for e in events] == [(Pong, b"are you there")]
+        assert seen == []
+        ws.task.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_message_over_max_size_closes_with_1009_in_one_frame_or_many() -> None:
+    for frames in ([client_frame(0x2, b"x" * 200)],
+                   [client_frame(0x2, b"x" * 60, fin=False), client_frame(0x0, b"x" * 60)]):
+        seen: list[dict[str, Any]] = []
+
+        async def main() -> None:
+            client, transport, ws = accepted(recording_app(seen), WebSocketLimits(max_size=100))
+            await settle()
+            client_events(client, transport)
+            for data in frames:
+                ws.data_received(data)
+            await settle()
+            closes = [e for e in client_events(client, transport)
+                      if isinstance(e, CloseConnection)]
+            assert [e.code for e in closes] == [1009]
+            assert seen[0]["type"] == "websocket.disconnect" and seen[0]["code"] == 1009
+            assert not any(m["type"] == "websocket.receive" for m in seen)
+
+        asyncio.run(main())
+
+
+def test_the_clients_close_code_and_reason_reach_the_app_and_are_answered() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen))
+        await settle()
+        client_events(client, transport)
+        ws.data_received(client.send(CloseConnection(code=4001, reason="bye now")))
+        await settle()
+        events = client_events(client, transport)
+        assert [(type(e), e.code) for e in events] == [(CloseConnection, 4001)]
+        assert seen[0] == {"type": "websocket.disconnect", "code": 4001, "reason": "bye now"}
+        assert transport.closing and ws.finished_calls == [ws]
+
+    asyncio.run(main())
+
+
+def test_an_app_that_accepts_a_subprotocol_the_client_did_not_offer_gets_500() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": "graphql-ws"})
+
+    async def main() -> None:
+        client = WSConnection(ConnectionType.CLIENT)
+        transport = FakeTransport()
+        hand_over(transport, app, dict(HTTP_SCOPE),
+                  client.send(Request(host="x", target="/", subprotocols=["chat"])))
+        await settle()
+        events = client_events(client, transport)
+        assert isinstance(events[0], RejectConnection) and events[0].status_code == 500
+        assert transport.closing
+
+    asyncio.run(main())
+
+
+def test_an_app_response_to_the_handshake_arrives_whole_from_parts() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"www-authenticate", b"Bearer"),
+                                (b"content-type", b"text/plain")]})
+        await send({"type": "websocket.http.response.body", "body": b"who ",
+                    "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"are you?"})
+
+    async def main() -> None:
+        client = WSConnection(ConnectionType.CLIENT)
+        transport = FakeTransport()
+        hand_over(transport, app, dict(HTTP_SCOPE), client.send(Request(host="x", target="/")))
+        await settle()
+        events = client_events(client, transport)
+        assert isinstance(events[0], RejectConnection) and events[0].status_code == 401
+        assert (b"www-authenticate", b"Bearer") in events[0].headers
+        assert b"".join(e.data for e in events[1:] if isinstance(e, RejectData)) == \
+            b"who are you?"
+        assert transport.closing
+
+    asyncio.run(main())
+
+
+def test_a_head_the_http_gate_admits_is_not_refused_by_the_backend() -> None:
+    """--limit-request-field-size and --limit-request-fields may be raised past
+    the protocol library's own head limits (websockets: 8 KiB lines, 128 fields)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    async def main() -> None:
+        client = WSConnection(ConnectionType.CLIENT)
+        transport = FakeTransport()
+        extra = [(b"x-field-%d" % i, b"v") for i in range(200)] + [(b"cookie", b"c" * 20000)]
+        hand_over(transport, app, dict(HTTP_SCOPE),
+                  client.send(Request(host="x", target="/", extra_headers=extra)))
+        await settle()
+        assert isinstance(client_events(client, transport)[0], AcceptConnection)
+        transport.protocol.task.cancel()
+
+    asyncio.run(main())
