@@ -19,10 +19,10 @@ from workers.http.framing import is_websocket_upgrade as is_upgrade
 from workers import websocket
 from workers.websocket import ClientDisconnected, WebSocketLimits
 
-BACKEND = "wsproto"  # set for each test by the backend fixture
+BACKEND = "websockets"  # set for each test by the backend fixture
 
 
-@pytest.fixture(autouse=True, params=["wsproto"])
+@pytest.fixture(autouse=True, params=["websockets", "wsproto"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(sys.modules[__name__], "BACKEND", request.param)
     return request.param
