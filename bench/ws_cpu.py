@@ -49,9 +49,8 @@ SERVERS = {
     "uvicorn": uvicorn("auto"),  # auto: websockets-sansio when websockets is installed
     "uvicorn-wsproto": uvicorn("wsproto"),
     "uvicorn-websockets": uvicorn("websockets"),  # the legacy asyncio implementation
+    "ceiling": [sys.executable, str(BENCH / "ws_raw_server.py")],  # no ASGI at all
 }
-if os.environ.get("WS_CEILING"):  # a scratch server: python FILE --port N
-    SERVERS["ceiling"] = [sys.executable, os.environ["WS_CEILING"]]
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -80,8 +79,7 @@ def client(port: int, messages: int, clients: int, size: int) -> dict:
 
 
 def measure(name: str, port: int, args: argparse.Namespace) -> dict:
-    argv = ["taskset", "-c", "0"] + SERVERS[name] + (
-        [str(port)] if name == "ceiling" else ["--host", HOST, "--port", str(port)])
+    argv = ["taskset", "-c", "0"] + SERVERS[name] + ["--host", HOST, "--port", str(port)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -116,7 +114,7 @@ def measure(name: str, port: int, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("servers", nargs="+", choices=sorted(SERVERS))  # noqa: E501
+    p.add_argument("servers", nargs="+", choices=sorted(SERVERS))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--clients", type=int, default=64)
