@@ -434,16 +434,18 @@ def test_per_message_deflate_is_accepted_only_when_enabled(deflate: bool) -> Non
 # ---------------------------------------------------------------- frames, both backends
 
 
-def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+def client_frame(opcode: int, payload: bytes, fin: bool = True,
+                 mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
     """One masked frame as a client sends it (RFC 6455 5.2), built by hand so a
     test can split a UTF-8 character or send what no client library would."""
-    mask = b"\x37\xfa\x21\x3d"
     length = len(payload)
     head = bytes([(0x80 if fin else 0) | opcode])
     if length < 126:
         head += bytes([0x80 | length])
-    else:
+    elif length < 65536:
         head += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + length.to_bytes(8, "big")
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -601,3 +603,133 @@ def test_a_head_the_http_gate_admits_is_not_refused_by_the_backend() -> None:
         transport.protocol.task.cancel()
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- any split of the bytes
+
+
+def echo_app(seen: list[dict[str, Any]]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+    return app
+
+
+SMALL = [  # (what the client sends, what the app receives, what comes back)
+    (client_frame(0x1, b"hello"), {"text": "hello"}, ("TextMessage", "hello")),
+    (client_frame(0x2, bytes(range(200))), {"bytes": bytes(range(200))},  # a 16-bit length
+     ("BytesMessage", bytes(range(200)))),
+    (client_frame(0x9, b"ping!"), None, ("Pong", b"ping!")),
+    (client_frame(0x1, "caf\u00e9 ".encode()[:4], fin=False)  # split inside the "é"
+     + client_frame(0x0, "caf\u00e9 ".encode()[4:]), {"text": "caf\u00e9 "},
+     ("TextMessage", "caf\u00e9 ")),
+    (client_frame(0x1, "\u2603".encode()), {"text": "\u2603"}, ("TextMessage", "\u2603")),
+]
+BIG = [SMALL[0], (client_frame(0x2, b"x" * 70000), {"bytes": b"x" * 70000},  # 64-bit length
+                  ("BytesMessage", b"x" * 70000)), SMALL[-1]]
+
+
+@pytest.mark.parametrize("frames, chunk", [(SMALL, c) for c in (10**6, 1, 2, 3, 7, 100)]
+                         + [(BIG, c) for c in (10**6, 7, 1000, 65536)])
+def test_any_split_of_the_bytes_gives_the_same_messages_and_answers(
+        frames: list[Any], chunk: int) -> None:
+    stream = b"".join(raw for raw, _, _ in frames)
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> list[Any]:
+        client, transport, ws = accepted(echo_app(seen), WebSocketLimits(max_size=100_000))
+        await settle()
+        client_events(client, transport)
+        for start in range(0, len(stream), chunk):
+            ws.data_received(stream[start:start + chunk])
+        await settle()  # the app echoes
+        answers = client_events(client, transport)
+        # (the close comes last, alone: an echo after it could not be sent)
+        ws.data_received(client_frame(0x8, (1000).to_bytes(2, "big") + b"done"))
+        await settle()
+        return answers + client_events(client, transport)
+
+    answers = asyncio.run(main())
+    assert seen == [{"type": "websocket.receive", **m} for _, m, _ in frames if m] + \
+        [{"type": "websocket.disconnect", "code": 1000, "reason": "done"}]
+    kinds = [(type(e).__name__, getattr(e, "data", getattr(e, "payload", None)))
+             for e in answers]
+    expected = [answer for _, _, answer in frames] + [("CloseConnection", None)]
+    # the pong comes before the echoes of the messages that arrived with its ping
+    assert sorted(kinds, key=repr) == sorted(expected, key=repr)
+    assert [k for k in kinds if k[0] != "Pong"] == [k for k in expected if k[0] != "Pong"]
+    assert answers[-1].code == 1000
+
+
+def test_a_frame_header_cut_anywhere_is_read_whole() -> None:
+    """The tail of a cut header must not be taken for a frame of its own: here,
+    from its fourth byte on, this one reads as a small masked text frame."""
+    payload = bytes(range(129))
+    frame = client_frame(0x2, payload, mask=b"\x85\x00\x00\x00")
+    assert frame[3:5] == b"\x81\x85"  # 16-bit length 129, then the mask's first byte
+    for cut in range(1, 9):
+        seen: list[dict[str, Any]] = []
+
+        async def main() -> None:
+            client, transport, ws = accepted(recording_app(seen))
+            await settle()
+            ws.data_received(frame[:cut])
+            ws.data_received(frame[cut:] + client_frame(0x1, b"next"))
+            await settle()
+            assert seen == [{"type": "websocket.receive", "bytes": payload},
+                            {"type": "websocket.receive", "text": "next"}], cut
+            ws.task.cancel()
+
+        asyncio.run(main())
+
+
+def test_an_unmasked_client_frame_closes_with_1002() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        client, transport, ws = accepted(recording_app(seen))
+        await settle()
+        client_events(client, transport)
+        ws.data_received(bytes([0x81, 3]) + b"hel")  # short: no room for a mask
+        await settle()
+        events = client_events(client, transport)
+        assert [(type(e), e.code) for e in events] == [(CloseConnection, 1002)]
+        assert [m["type"] for m in seen[:1]] == ["websocket.disconnect"]
+        assert seen[0]["code"] == 1002 and transport.closing
+
+    asyncio.run(main())
+
+
+def test_compressed_messages_both_ways_when_deflate_is_negotiated() -> None:
+    from wsproto.extensions import PerMessageDeflate
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> list[Any]:
+        client = WSConnection(ConnectionType.CLIENT)
+        transport = FakeTransport()
+        ws = hand_over(transport, echo_app(seen), dict(HTTP_SCOPE),
+                       client.send(Request(host="x", target="/",
+                                           extensions=[PerMessageDeflate()])))
+        await settle()
+        assert [e.name for e in client_events(client, transport)[0].extensions] == \
+            ["permessage-deflate"]
+        for text in ("a" * 1000, "b" * 10, "\u00e9" * 300):
+            raw = client.send(TextMessage(data=text))
+            assert raw[0] & 0x40  # RSV1: compressed
+            ws.data_received(raw)
+        await settle()
+        echoes = client_events(client, transport)
+        ws.task.cancel()
+        return [e.data for e in echoes]
+
+    assert asyncio.run(main()) == ["a" * 1000, "b" * 10, "\u00e9" * 300]
+    assert [m["text"] for m in seen] == ["a" * 1000, "b" * 10, "\u00e9" * 300]
