@@ -12,6 +12,14 @@ frames -> bytes); this module maps it to ASGI messages (spec 2.5), with bounded
 buffers in both directions: past ``max_queue`` unread messages reading pauses,
 and ``send()`` waits while the transport's buffer is over its high-water mark.
 
+A backend is ``Backend(sink, write, max_size, per_message_deflate)``. It reads
+with ``receive(data)`` and reports to the sink (this protocol): ``on_request
+(subprotocols)``, ``on_bad_handshake()``, ``on_message(str | bytes, finished)``,
+``on_pong()``, ``on_close_frame(code, reason)``. The cycle sends through it:
+``accept``, ``reject`` / ``reject_body``, ``send_text`` / ``send_bytes``,
+``close``, ``ping``; the backend writes every byte itself, its answers to pings
+and to the client's close frame included.
+
 Every close the server starts (the app's, a limit's, a stop's) follows RFC
 6455 7.1: our close frame, the app told at once, then the client's close frame
 awaited for up to ``close_timeout`` before TCP is closed (aborted, if the
@@ -47,7 +55,7 @@ class WebSocketLimits:
     close_timeout: float = 5.0  # for the client's close frame, after ours
     max_queue: int = 32  # unread incoming messages before reading pauses
     per_message_deflate: bool = True
-    backend: str = "websockets"  # or "wsproto" (--ws, resolved by pick_backend)
+    backend: str = "websockets"  # or "wsproto": --ws, resolved by backend_name()
 
 
 def backend_name(name: str) -> str:
