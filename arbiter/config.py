@@ -89,6 +89,7 @@ class HttpConfig:
     limit_request_field_size: int
     limit_request_body: int
     limit_concurrency: int
+    ws_backend: str  # auto | websockets | wsproto (--ws)
     ws_max_size: int
     ws_ping_interval_s: float
     ws_ping_timeout_s: float
@@ -213,7 +214,8 @@ class Config:
             limit_request_fields=v["limit_request_fields"],
             limit_request_field_size=v["limit_request_field_size"],
             limit_request_body=v["limit_request_body"], limit_concurrency=v["limit_concurrency"],
-            ws_max_size=v["ws_max_size"], ws_ping_interval_s=v["ws_ping_interval"],
+            ws_backend=v["ws"], ws_max_size=v["ws_max_size"],
+            ws_ping_interval_s=v["ws_ping_interval"],
             ws_ping_timeout_s=v["ws_ping_timeout"], ws_close_timeout_s=v["ws_close_timeout"],
             ws_max_queue=v["ws_max_queue"], ws_per_message_deflate=v["ws_per_message_deflate"],
             health_path=v["health_path"],

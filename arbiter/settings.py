@@ -305,6 +305,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("http", _choice("auto", "h11", "httptools"), "auto",
       "HTTP/1.1 parser: auto (httptools when installed), h11 or httptools.", ("--http",),
       section="workers"),
+    S("ws", _choice("auto", "websockets", "wsproto"), "auto",
+      "WebSocket protocol backend: auto (websockets when installed, else wsproto), "
+      "websockets or wsproto.", ("--ws",), section="workers"),
     S("timeout", _float(0), 30.0, "Seconds a ready worker's event loop may stay silent before it "
       "is aborted (traceback) and killed; 0 disables.", ("-t", "--timeout"), section="workers"),
     S("warn_blocking", _float(0), 0.5, "Log a warning with the Python stack of the code that "

@@ -45,10 +45,12 @@ class AsgiWorker(Worker):
     @classmethod
     def warm(cls, config: WorkerConfig) -> None:
         """The HTTP server, its connection, proxy and WebSocket modules, and the parser
-        backend the config names (most of a worker's boot time, before this)."""
+        and WebSocket backends the config names (most of a worker's boot time, before this)."""
         super().warm(config)
         from workers.http.server import pick_parser
+        from workers.websocket import pick_backend
         pick_parser(config.http.backend)
+        pick_backend(config.http.ws_backend)
 
     async def serve(self) -> int:
         assert self.stop_requested is not None and self.loop is not None

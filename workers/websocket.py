@@ -1,13 +1,24 @@
-"""WebSockets over wsproto: the ASGI websocket protocol after an HTTP upgrade.
+"""WebSockets: the ASGI websocket protocol after an HTTP upgrade, one cycle over
+two protocol backends (``ws_websockets``: the websockets library's sans-I/O
+protocol; ``ws_wsproto``: wsproto), as ``workers.http`` has one cycle over two
+HTTP parsers.
 
 The request gate (``workers.http.framing``) detects ``Upgrade: websocket``;
 the HTTP connection then calls ``hand_over()`` with the transport, the ASGI
 scope it already built and every byte of the request it has read (head and
 whatever followed). From then on this protocol
-owns the transport. wsproto does the framing; this module maps its events to
-ASGI messages (spec 2.5), with bounded buffers in both directions: past
-``max_queue`` unread messages reading pauses, and ``send()`` waits while the
-transport's buffer is over its high-water mark.
+owns the transport. The backend does the framing (bytes -> ``on_*`` calls,
+frames -> bytes); this module maps it to ASGI messages (spec 2.5), with bounded
+buffers in both directions: past ``max_queue`` unread messages reading pauses,
+and ``send()`` waits while the transport's buffer is over its high-water mark.
+
+A backend is ``Backend(sink, write, max_size, per_message_deflate)``. It reads
+with ``receive(data)`` and reports to the sink (this protocol): ``on_request
+(subprotocols)``, ``on_bad_handshake()``, ``on_message(str | bytes, finished)``,
+``on_pong()``, ``on_close_frame(code, reason)``. The cycle sends through it:
+``accept``, ``reject`` / ``reject_body``, ``send_text`` / ``send_bytes``,
+``close``, ``ping``; the backend writes every byte itself, its answers to pings
+and to the client's close frame included.
 
 Every close the server starts (the app's, a limit's, a stop's) follows RFC
 6455 7.1: our close frame, the app told at once, then the client's close frame
@@ -20,18 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, RejectConnection, RejectData,
-    Request, TextMessage,
-)
-from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from workers.http.cycle import SPEC_VERSION
 from workers.http.errors import ClientDisconnected
@@ -51,6 +55,23 @@ class WebSocketLimits:
     close_timeout: float = 5.0  # for the client's close frame, after ours
     max_queue: int = 32  # unread incoming messages before reading pauses
     per_message_deflate: bool = True
+    backend: str = "websockets"  # or "wsproto": --ws, resolved by backend_name()
+
+
+def backend_name(name: str) -> str:
+    """The protocol backend --ws names; auto: websockets when installed (it
+    costs less than half of wsproto's CPU per message), else wsproto."""
+    if name == "auto":
+        return "websockets" if importlib.util.find_spec("websockets") else "wsproto"
+    return name
+
+
+def pick_backend(name: str) -> type:
+    if backend_name(name) == "websockets":
+        from workers.ws_websockets import WebsocketsBackend
+        return WebsocketsBackend
+    from workers.ws_wsproto import WsprotoBackend
+    return WsprotoBackend
 
 
 def hand_over(transport: asyncio.Transport, app: Any, scope: dict[str, Any], data: bytes,
@@ -70,11 +91,14 @@ class WebSocketProtocol(asyncio.Protocol):
                  limits: WebSocketLimits | None = None) -> None:
         self.app = app
         self.limits = limits or WebSocketLimits()
+        self.max_size = self.limits.max_size
+        self.max_queue = self.limits.max_queue
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
         self.scope = websocket_scope(http_scope)
         self.on_close = on_close
-        self.conn = WSConnection(ConnectionType.SERVER)
+        self.ws = pick_backend(self.limits.backend)(self, self._write, self.max_size,
+                                                    self.limits.per_message_deflate)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.inbox: deque[dict[str, Any]] = deque()
@@ -86,8 +110,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.response_started = False
         self.reading_paused = False
         self.writing_paused = False
-        self.text_parts: list[str] = []
-        self.byte_parts: list[bytes] = []
+        self.parts: list[Any] = []  # the fragments of a message not finished yet
         self.message_size = 0
         self.task: asyncio.Task[None] | None = None
         self.close_timer: asyncio.TimerHandle | None = None
@@ -101,13 +124,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        try:
-            self.conn.receive_data(data)
-        except RemoteProtocolError as exc:
-            self._fail_handshake(exc)
-            return
-        for event in self.conn.events():
-            self._on_event(event)
+        self.ws.receive(data)
 
     def eof_received(self) -> bool | None:
         return None
@@ -162,61 +179,17 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.on_close:
             self.on_close(self)
 
-    def _on_event(self, event: Any) -> None:
-        if isinstance(event, Request):
-            self.scope["subprotocols"] = list(event.subprotocols)
-            self.handshake_done = True
-            self._deliver({"type": "websocket.connect"})
-            self.task = self.loop.create_task(self._run_app())
-            self.task.add_done_callback(lambda _: self._maybe_finished())
-        elif isinstance(event, (TextMessage, BytesMessage)):
-            self._on_message(event)
-        elif isinstance(event, Ping):
-            self._write(self.conn.send(event.response()))
-        elif isinstance(event, Pong):
-            if self.pong_timer is not None:
-                self.pong_timer.cancel()
-                self.pong_timer = None
-        elif isinstance(event, CloseConnection):
-            if self.closed:  # the answer to our close: the handshake is complete
-                self._cancel_close_timer()
-            else:  # the client closes first: answer it, tell the app
-                try:
-                    self._write(self.conn.send(event.response()))
-                except LocalProtocolError:
-                    pass
-                self.closed = True
-                self._stop_pings()
-                self._deliver({"type": "websocket.disconnect", "code": event.code,
-                               "reason": event.reason or ""})
-            if self.transport is not None:
-                self.transport.close()  # RFC 6455 7.1.1: the server closes TCP first
+    # ---------------------------------------------------------- what the backend reports
 
-    def _on_message(self, event: TextMessage | BytesMessage) -> None:
-        if self.closed:
-            return  # after our close frame, data frames are dropped
-        self.message_size += len(event.data)
-        if self.message_size > self.limits.max_size:
-            self._start_close(1009, "message too big")
-            return
-        if isinstance(event, TextMessage):
-            self.text_parts.append(event.data)
-        else:
-            self.byte_parts.append(event.data)
-        if not event.message_finished:
-            return
-        if self.text_parts:
-            message = {"type": "websocket.receive", "text": "".join(self.text_parts)}
-        else:
-            message = {"type": "websocket.receive", "bytes": b"".join(self.byte_parts)}
-        self.text_parts, self.byte_parts, self.message_size = [], [], 0
-        self._deliver(message)
-        if len(self.inbox) >= self.limits.max_queue and self.transport \
-                and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
+    def on_request(self, subprotocols: list[str]) -> None:
+        """A valid handshake request: the app decides whether to accept it."""
+        self.scope["subprotocols"] = subprotocols
+        self.handshake_done = True
+        self._deliver({"type": "websocket.connect"})
+        self.task = self.loop.create_task(self._run_app())
+        self.task.add_done_callback(lambda _: self._maybe_finished())
 
-    def _fail_handshake(self, exc: Exception) -> None:
+    def on_bad_handshake(self) -> None:
         if self.transport is None:
             return
         if not self.handshake_done:
@@ -227,16 +200,64 @@ class WebSocketProtocol(asyncio.Protocol):
         self.closed = True
         self.transport.close()
 
+    def on_message(self, data: str | bytes, finished: bool) -> None:
+        """Some or all of a text (str) or binary (bytes) message."""
+        if self.closed:
+            return  # after our close frame, data frames are dropped
+        size = self.message_size + len(data)
+        if size > self.max_size:
+            self._start_close(1009, "message too big")
+            return
+        if not finished:
+            self.parts.append(data)
+            self.message_size = size
+            return
+        if self.parts:
+            self.parts.append(data)
+            data = data[:0].join(self.parts)  # "" or b"": the parts are all of one kind
+            self.parts, self.message_size = [], 0
+        if type(data) is str:
+            message = {"type": "websocket.receive", "text": data}
+        else:
+            message = {"type": "websocket.receive",
+                       "bytes": data if type(data) is bytes else bytes(data)}
+        inbox = self.inbox
+        inbox.append(message)
+        waiter = self.inbox_waiter
+        if waiter is not None:
+            self.inbox_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if len(inbox) >= self.max_queue and self.transport and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def on_pong(self) -> None:
+        if self.pong_timer is not None:
+            self.pong_timer.cancel()
+            self.pong_timer = None
+
+    def on_close_frame(self, code: int, reason: str) -> None:
+        """The client's close frame (the backend answered it), or a frame the
+        backend refused (it sent its own close frame with ``code``)."""
+        if self.closed:  # the answer to our close: the handshake is complete
+            self._cancel_close_timer()
+        else:  # the client closes first: tell the app
+            self.closed = True
+            self._stop_pings()
+            self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.transport is not None:
+            self.transport.close()  # RFC 6455 7.1.1: the server closes TCP first
+
+    # ---------------------------------------------------------- the close handshake
+
     def _start_close(self, code: int, reason: str) -> None:
         """Send our close frame, tell the app, then give the client close_timeout
         to answer with its own (read even if the app is not receiving)."""
         self._stop_pings()
         if self.closed:
             return  # a close frame went already, one way or the other
-        try:
-            self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
-        except LocalProtocolError:
-            pass
+        self.ws.close(code, reason)
         self.closed = True
         self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
         if self.transport is None or self.transport_lost:
@@ -270,10 +291,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.ping_timer = None
         if self.closed:
             return
-        try:
-            self._write(self.conn.send(Ping(payload=b"arbiter")))
-        except LocalProtocolError:
-            return
+        self.ws.ping(b"arbiter")
         if self.limits.ping_timeout and self.pong_timer is None:
             self.pong_timer = self.loop.call_later(self.limits.ping_timeout, self._no_pong)
         self.ping_timer = self.loop.call_later(self.limits.ping_interval, self._ping)
@@ -291,13 +309,17 @@ class WebSocketProtocol(asyncio.Protocol):
         self.ping_timer = self.pong_timer = None
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         self.inbox.append(message)
-        if self.inbox_waiter and not self.inbox_waiter.done():
-            self.inbox_waiter.set_result(None)
+        waiter = self.inbox_waiter
+        if waiter is not None:
+            self.inbox_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ---------------------------------------------------------- app side
 
@@ -322,40 +344,42 @@ class WebSocketProtocol(asyncio.Protocol):
             self._start_close(1000, "")
 
     async def receive(self) -> dict[str, Any]:
-        while not self.inbox:
-            self.inbox_waiter = self.loop.create_future()
-            await self.inbox_waiter
-        message = self.inbox.popleft()
-        if message["type"] == "websocket.disconnect":
-            self.inbox.appendleft(message)  # keep answering disconnect
-        if self.reading_paused and len(self.inbox) <= self.limits.max_queue // 2 \
-                and self.transport:
+        inbox = self.inbox
+        while not inbox:
+            self.inbox_waiter = waiter = self.loop.create_future()
+            await waiter
+        message = inbox.popleft()
+        if not inbox and self.closed and message["type"] == "websocket.disconnect":
+            inbox.append(message)  # keep answering disconnect
+        if self.reading_paused and len(inbox) <= self.max_queue // 2 and self.transport:
             self.reading_paused = False
             self.transport.resume_reading()
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
         if self.closed:
             raise ClientDisconnected("the websocket is closed")
-        if kind == "websocket.accept" and not self.accepted and not self.response_started:
+        kind = message["type"]
+        if kind == "websocket.send" and self.accepted:
+            text = message.get("text")
+            if text is not None:
+                self.ws.send_text(text)
+            else:
+                self.ws.send_bytes(message.get("bytes") or b"")
+            if self.writing_paused:
+                await self._wait_writable()
+        elif kind == "websocket.accept" and not self.accepted and not self.response_started:
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or []]
+            subprotocol = message.get("subprotocol")
+            if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
+                raise RuntimeError(f"websocket.accept with subprotocol {subprotocol!r}, "
+                                   "which the client did not offer")
             self.accepted = True
-            extensions = [PerMessageDeflate()] if self.limits.per_message_deflate else []
-            self._write(self.conn.send(AcceptConnection(
-                subprotocol=message.get("subprotocol"), extensions=extensions,
-                extra_headers=headers)))
+            self.ws.accept(subprotocol, headers)
             if self.drain_code is not None:  # the worker began to stop meanwhile
                 self._start_close(self.drain_code, "")
             elif self.limits.ping_interval:
                 self.ping_timer = self.loop.call_later(self.limits.ping_interval, self._ping)
-        elif kind == "websocket.send" and self.accepted:
-            if message.get("text") is not None:
-                data = self.conn.send(TextMessage(data=message["text"]))
-            else:
-                data = self.conn.send(BytesMessage(data=message.get("bytes") or b""))
-            self._write(data)
-            await self._wait_writable()
         elif kind == "websocket.close":
             if self.accepted:
                 self._start_close(int(message.get("code") or 1000), message.get("reason") or "")
@@ -365,12 +389,10 @@ class WebSocketProtocol(asyncio.Protocol):
                 and not self.response_started:
             self.response_started = True
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or []]
-            self._write(self.conn.send(RejectConnection(
-                status_code=int(message["status"]), headers=headers, has_body=True)))
+            self.ws.reject(int(message["status"]), headers, True)
         elif kind == "websocket.http.response.body" and self.response_started:
             more = bool(message.get("more_body"))
-            self._write(self.conn.send(RejectData(data=message.get("body") or b"",
-                                                  body_finished=not more)))
+            self.ws.reject_body(message.get("body") or b"", not more)
             if not more:
                 self.closed = True
                 if self.transport is not None:
@@ -390,14 +412,9 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.response_started = True
-        try:
-            self._write(self.conn.send(RejectConnection(
-                status_code=status, headers=[*headers, (b"content-length", b"%d" % len(body))],
-                has_body=bool(body))))
-            if body:
-                self._write(self.conn.send(RejectData(data=body, body_finished=True)))
-        except LocalProtocolError:
-            pass
+        self.ws.reject(status, [*headers, (b"content-length", b"%d" % len(body))], bool(body))
+        if body:
+            self.ws.reject_body(body, True)
         self.closed = True
         if self.transport is not None:
             self.transport.close()

@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from tests.conftest import wait_until  # noqa: E402
+from tests.integration.conftest import WS_BACKENDS
 
 pytestmark = pytest.mark.slow
 
@@ -108,9 +109,10 @@ def test_disconnect_event_and_send_after_disconnect(server) -> None:
     assert "exception in the app" not in server.stderr  # and not logged as an app error
 
 
+@pytest.mark.parametrize("ws", WS_BACKENDS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_websocket_echo_and_refusal(arbiter_process, backend: str) -> None:
-    server = arbiter_process(["asgi_probe:app", "--http", backend]).wait_ready()
+def test_websocket_echo_and_refusal(arbiter_process, backend: str, ws: str) -> None:
+    server = arbiter_process(["asgi_probe:app", "--http", backend, "--ws", ws]).wait_ready()
     url = f"ws://{server.address[0]}:{server.address[1]}/ws"
 
     async def talk() -> None:

@@ -17,8 +17,10 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
 from tests.conftest import wait_until
+from tests.integration.conftest import servers_on_each_ws_backend
 
 pytestmark = pytest.mark.slow
+arbiter_process = servers_on_each_ws_backend()  # every test on --ws websockets and wsproto
 
 CLIENTS = 20
 LOOPS = pytest.mark.parametrize("loop", ["uvloop", "asyncio"])

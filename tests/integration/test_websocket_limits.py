@@ -13,7 +13,10 @@ import websockets
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 
+from tests.integration.conftest import servers_on_each_ws_backend
+
 pytestmark = pytest.mark.slow
+arbiter_process = servers_on_each_ws_backend()  # every test on --ws websockets and wsproto
 
 
 def handshake(server) -> tuple[socket.socket, WSConnection]:

@@ -26,7 +26,7 @@ from workers.http.connection import HttpConnection
 from workers.http.cycle import scope_extensions
 from workers.http.proxy import TrustedPeers
 from workers.http.proxy_tls import ProxyThenTls
-from workers.websocket import WebSocketLimits
+from workers.websocket import WebSocketLimits, backend_name
 
 log = logging.getLogger("arbiter.error")
 access_log = logging.getLogger("arbiter.access")
@@ -178,9 +178,10 @@ class HttpServer:
         self.parser_class = pick_parser(config.backend)
         self.trusted = TrustedPeers.parse(config.forwarded_allow_ips)
         self.websocket_limits = WebSocketLimits(
-            max_size=config.ws_max_size, ping_interval=config.ws_ping_interval_s,
-            ping_timeout=config.ws_ping_timeout_s, close_timeout=config.ws_close_timeout_s,
-            max_queue=config.ws_max_queue, per_message_deflate=config.ws_per_message_deflate)
+            backend=backend_name(config.ws_backend), max_size=config.ws_max_size,
+            ping_interval=config.ws_ping_interval_s, ping_timeout=config.ws_ping_timeout_s,
+            close_timeout=config.ws_close_timeout_s, max_queue=config.ws_max_queue,
+            per_message_deflate=config.ws_per_message_deflate)
         self.extensions = scope_extensions(None)  # (HTTP/1.1, HTTP/1.0); TLS: per connection
         self.connections: set[HttpConnection] = set()
         self.websockets: set[Any] = set()
