@@ -89,8 +89,8 @@ def measure(name: str, port: int, args: argparse.Namespace) -> dict:
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"{name} did not start")
-            time.sleep(0.05)  # noqa: sleep: poll step of a bounded wait for the port
-        time.sleep(0.3)  # noqa: sleep: let arbiter's worker finish booting after the bind
+            time.sleep(0.05)  # deliberate (noqa: sleep): poll step of a bounded wait for the port
+        time.sleep(0.3)  # deliberate (noqa: sleep): let arbiter's worker finish booting after the bind
         pid = serving_pid(proc)
         client(port, args.messages // 10, args.clients, args.size)  # warm-up
         before = cpu_seconds(pid)

@@ -118,7 +118,7 @@ async def run(server: str, clients: int, messages: int, size: int) -> float:
     for protocol in protocols:  # the apps see a disconnect and return
         protocol.connection_lost(None)
     for _ in range(10):
-        await asyncio.sleep(0)  # noqa: sleep: a few loop iterations for the apps to end
+        await asyncio.sleep(0)  # deliberate (noqa: sleep): a few loop iterations for the apps to end
     return took / (rounds * clients)
 
 
