@@ -27,6 +27,8 @@ class IO:
     def write(self, data: bytes) -> None:
         self.out += data
 
+    queue = write  # (the connection batches these; in memory, order is all that counts)
+
     def drain(self) -> None:
         return None
 

@@ -62,6 +62,7 @@ def scope_extensions(tls: dict[str, Any] | None) -> tuple[dict[str, Any], dict[s
 
 class CycleIO(Protocol):
     def write(self, data: bytes) -> None: ...
+    def queue(self, data: bytes) -> None: ...  # written with the next write, flush or turn
     def drain(self) -> Awaitable[None] | None: ...
     def send_file(self, fd: int, offset: int, count: int) -> Awaitable[None]: ...
     def wait_body(self) -> Awaitable[None]: ...
@@ -302,17 +303,18 @@ class HttpCycle:
                 raise RuntimeError("response body longer than its Content-Length")
             if self.chunked:
                 out += b"%x\r\n" % len(body)
-            if len(body) > _COPY_LIMIT:  # large: write it as is rather than copy it
-                self.io.write(out)
+            if len(body) > _COPY_LIMIT:  # large: pass it on as is rather than copy it
+                if out:
+                    self.io.queue(out)
                 out = b"\r\n" if self.chunked else b""
-                self.io.write(body)
+                self.io.queue(body)
             else:
                 out += body + b"\r\n" if self.chunked else body
         if more or self.trailers is not None:  # (trailers: their message ends the response)
             if not more:
                 self.trailers.body_done = True  # type: ignore[union-attr]
             if out:
-                self.io.write(out)
+                self.io.queue(out)
             return True
         if self.chunked and not self.head_only:
             out += b"0\r\n\r\n"
