@@ -1,10 +1,18 @@
 """In-process cost of one keep-alive request through the HTTP stack, no sockets.
 
-A development aid for profiling, not a benchmark result: feeds GET requests to
-an HttpConnection on a fake transport and reports microseconds per request.
-Each request is fed from a loop callback, one per turn of the loop, as a socket
-read would be, so the app's task gets to run and finish.
+A development aid for profiling, not a benchmark result: feeds requests to an
+HttpConnection on a fake transport and reports CPU microseconds (process time,
+which a busy machine distorts less than the wall clock) per request. Each read
+is fed from a loop callback, one per turn of the loop, as a socket read would
+be, so the app's task gets to run (and, for a body in pieces, to wait for the
+rest) and finish.
+Cases: ``hello`` (a GET), ``post-16k`` (a 16 KiB Content-Length body the app
+reads in full, as bench/apps/post.py does), ``post-16k-chunked`` (the same
+body in four chunks) and ``post-16k-fastapi`` (bench/apps/post_fastapi.py: the
+same, read by a FastAPI endpoint). ``--pieces N`` delivers each request in N
+reads. Every case's answer is checked before a number is given.
 Usage: python bench/micro.py [--http httptools|h11] [--loop asyncio|uvloop]
+       [--case hello|post-16k|post-16k-chunked|post-16k-fastapi] [--pieces N]
        [-n 100000] [--profile]
 """
 
@@ -14,7 +22,9 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import sys
 import time
+from pathlib import Path
 
 from arbiter.config import resolve
 from workers.http.connection import HttpConnection
@@ -22,6 +32,14 @@ from workers.http.server import HttpServer
 
 REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: micro\r\n"
            b"Accept: */*\r\n\r\n")
+BODY = b"a" * 16384
+POST = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: micro\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+        % len(BODY) + BODY)
+POST_CHUNKED = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: micro\r\n"
+                b"Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"".join(b"%x\r\n%s\r\n" % (len(BODY) // 4, BODY[:len(BODY) // 4])
+                           for _ in range(4)) + b"0\r\n\r\n")
 
 
 async def hello(scope, receive, send):
@@ -30,12 +48,43 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 
+async def read_body(scope, receive, send):
+    """bench/apps/post.py: read the whole body, answer with its length."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = str(size).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def fastapi_read_body():
+    """bench/apps/post_fastapi.py (imported only when asked for: FastAPI is the bench's)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
+    from post_fastapi import app
+    return app
+
+
+CASES = {"hello": (hello, REQUEST), "post-16k": (read_body, POST),
+         "post-16k-chunked": (read_body, POST_CHUNKED),
+         "post-16k-fastapi": (fastapi_read_body, POST)}
+
+
 class FakeTransport:
     def __init__(self) -> None:
         self.written = 0
+        self.last = b""
 
     def write(self, data: bytes) -> None:
         self.written += 1
+        self.last = data
 
     def get_extra_info(self, name: str, default=None):
         return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name)
@@ -50,6 +99,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--http", default="httptools")
     ap.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    ap.add_argument("--case", default="hello", choices=sorted(CASES))
+    ap.add_argument("--pieces", type=int, default=1, help="reads per request")
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
@@ -59,37 +110,47 @@ def main() -> None:
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
-    server = HttpServer(hello, config, lifespan_state={}, loop=loop)
+    app, request = CASES[args.case]
+    if args.case.endswith("-fastapi"):
+        app = app()
+    step = -(-len(request) // args.pieces)
+    pieces = [request[i:i + step] for i in range(0, len(request), step)]
+    server = HttpServer(app, config, lifespan_state={}, loop=loop)
     conn = HttpConnection(server)
     transport = FakeTransport()
     conn.connection_made(transport)
 
     def run(n: int) -> float:
         done = loop.create_future()
-        left = n
+        reads = n * len(pieces)
+        fed = 0
 
         def feed() -> None:
-            nonlocal left
-            conn.data_received(REQUEST)
-            left -= 1
-            if left:
+            nonlocal fed
+            conn.data_received(pieces[fed % len(pieces)])
+            fed += 1
+            if fed < reads:
                 loop.call_soon(feed)
             else:
                 loop.call_soon(done.set_result, None)  # after the last task's step
 
-        start = time.perf_counter()
+        start = time.process_time()
         loop.call_soon(feed)
         loop.run_until_complete(done)
-        return (time.perf_counter() - start) / n * 1e6
+        return (time.process_time() - start) / n * 1e6
 
     run(1000)
+    # a fast wrong answer is not a result: the app must have answered in full
+    answer = b"Hello, world!" if args.case == "hello" else b"%d" % len(BODY)
+    if not (transport.last.startswith(b"HTTP/1.1 200 ") and transport.last.endswith(answer)):
+        raise SystemExit(f"wrong answer: {transport.last[:300]!r}")
     if args.profile:
         cProfile.runctx("run(args.n)", globals(), locals(), "/tmp/micro.prof")
         pstats.Stats("/tmp/micro.prof").sort_stats("tottime").print_stats(18)
     else:
         best = min(run(args.n) for _ in range(3))
-        print(f"{args.http} on {args.loop}: {best:.2f} us per request "
-              f"({transport.written} writes)")
+        print(f"{args.http} on {args.loop}, {args.case} x{len(pieces)}: {best:.2f} us "
+              f"per request ({transport.written} writes)")
 
 
 if __name__ == "__main__":
