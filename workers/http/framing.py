@@ -8,7 +8,6 @@ final word on how a request body is delimited is said here, once, for both.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Any
 
 from workers.http.errors import RemoteProtocolError
@@ -147,7 +146,7 @@ class Head:
     """A request head the gate accepted, with the facts the parsers pass on."""
 
     __slots__ = ("method", "target", "version", "headers", "keep_alive", "framing", "upgrade",
-                 "rewritten")
+                 "odd")
 
     def __init__(self, method: str, target: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], keep_alive: bool,
@@ -159,16 +158,31 @@ class Head:
         self.keep_alive = keep_alive
         self.framing = framing
         self.upgrade = False  # a WebSocket upgrade: what follows the head is not HTTP
-        self.rewritten = False  # headers differ from the bytes (an ignored upgrade dropped)
+        self.odd = False  # not the canonical fast pattern: a backend gives a second opinion
+
+
+class _EndOfMessage:
+    """The request's body (if any) is complete: the one marker ``feed`` emits."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _EndOfMessage()
 
 
 class RequestGate:
-    """Validate a request stream; pass through only what is well formed.
+    """Validate a request stream and frame it: the one body path for both backends.
 
-    ``feed(data)`` returns ``(accepted_bytes, error)``: the caller hands the
-    accepted bytes to its parser and then raises ``error`` if there is one.
-    Heads are held back until complete, so a parser never acts on a head the
-    gate would refuse. Accepted heads queue up in ``heads``.
+    ``feed(data)`` returns ``(items, error)``: the caller hands the items on in
+    order and then raises ``error`` if there is one. Items are a ``Head`` (a
+    request head, accepted whole: a head is held back until complete, so nothing
+    acts on a head the gate would refuse), body bytes (already de-chunked: chunk
+    size lines, extensions and trailers are validated here and dropped), ``END``
+    (the request is complete), and after a WebSocket upgrade's head, the raw
+    bytes that follow it.
     """
 
     def __init__(self, limits: Any) -> None:
@@ -178,38 +192,25 @@ class RequestGate:
         self.limit_body = limits.limit_request_body or 0
         self.max_head = (self.limit_line or 8190) + 16 + \
             ((self.limit_fields or 100) + 1) * ((self.limit_field_size or 8190) + 4) + 4
-        self.heads: deque[Head] = deque()
         self.buf = bytearray()
         self._to(_HEAD)
         self.remaining = 0
         self.body_seen = 0
         self.keep_alive = True
-        self.upgrade_head: Head | None = None  # taken by the line path, for feed() to emit
         self.error: RemoteProtocolError | None = None
 
-    def feed(self, data: bytes) -> tuple[list[bytes | Head], RemoteProtocolError | None]:
-        """Check ``data``; return what passed, in order, and the error if any.
-
-        Items are bytes for the parser, or a whole request without a body as a
-        ``Head``: the common case, which the caller hands straight to its sink
-        (the parser is idle at that message boundary and need not see it).
-        """
+    def feed(self, data: bytes) -> tuple[list[Any], RemoteProtocolError | None]:
+        """Check ``data``; return what passed, in order, and the error if any."""
         if self.error is not None:
             return [], self.error
         state = self.state
-        if (state == _BODY or state == _CHUNK_DATA) and len(data) <= self.remaining:
+        if (state == _BODY or state == _CHUNK_DATA) and len(data) < self.remaining:
             # the middle of a body, the bulk of an upload: passed on uncopied
             self.remaining -= len(data)
-            if not self.remaining:
-                self._body_done() if state == _BODY else self._to(_CHUNK_END)
             return [data], None
-        if state == _PASS:
-            return [data], None
-        items: list[bytes | Head] = []
-        run = 0  # data[run:pos] passed as is, not yet emitted: emitted uncopied when whole
+        items: list[Any] = []
         pos = 0
         size = len(data)
-        out = bytearray()  # what the line-by-line path rewrites
         try:
             while pos < size:
                 state = self.state
@@ -217,64 +218,30 @@ class RequestGate:
                     match = _FAST_HEAD.match(data, pos)
                     head = self._fast_head(data, match) if match is not None else None
                     if head is not None:
-                        end = match.end()
-                        if head.framing is NO_BODY:
-                            if pos > run:
-                                items.append(data[run:pos])
-                            items.append(head)
-                            pos = run = end
-                            if head.upgrade:
-                                self._to(_PASS)  # the rest is the WebSocket's
-                            elif not head.keep_alive:
-                                self._to(_CLOSED)
-                            continue
-                        self.heads.append(head)
-                        self._after_head(head)
-                        if head.rewritten or data.find(b" \r\n", pos, end) >= 0 \
-                                or data.find(b"\t\r\n", pos, end) >= 0:
-                            # blanks after a value (llhttp keeps them), or an upgrade
-                            # dropped: the parser gets the head in canonical form
-                            if pos > run:
-                                items.append(data[run:pos])
-                            items.append(_serialize(head))
-                            run = end
-                        pos = end
+                        pos = match.end()  # type: ignore[union-attr]
+                        self._start(head, items)
                         continue
-                    state = self.state
-                if state == _PASS:
-                    pos = size
-                elif state == _CLOSED:
-                    if pos > run:
-                        items.append(data[run:pos])
-                    pos = run = size  # after Connection: close nothing more is read
-                elif state == _BODY or state == _CHUNK_DATA:
+                if state == _BODY or state == _CHUNK_DATA:
                     take = min(self.remaining, size - pos)
+                    items.append(data[pos:pos + take])  # (all of data: not copied)
                     pos += take
                     self.remaining -= take
                     if not self.remaining:
-                        self._body_done() if state == _BODY else self._to(_CHUNK_END)
+                        if state == _BODY:
+                            self._end(items)
+                        else:
+                            self._to(_CHUNK_END)
+                elif state == _PASS:
+                    items.append(data[pos:])  # the WebSocket's bytes, after its head
+                    pos = size
+                elif state == _CLOSED:
+                    pos = size  # after Connection: close nothing more is read
                 else:
-                    if pos > run:
-                        items.append(data[run:pos])
-                    run = pos
-                    pos = self._line_state(data, pos, out)
-                    run = pos
-                    if out:
-                        items.append(bytes(out))
-                        out.clear()
-                    if self.upgrade_head is not None:
-                        items.append(self.upgrade_head)
-                        self.upgrade_head = None
+                    pos = self._line_state(data, pos, items)
         except RemoteProtocolError as exc:
             self.error = exc
             self.buf.clear()
-            if pos > run:
-                items.append(data[run:pos])
-            if out:
-                items.append(bytes(out))
             return items, exc
-        if pos > run:
-            items.append(data if run == 0 and pos == size else data[run:pos])
         return items, None
 
     def head_pending(self) -> bool:
@@ -310,11 +277,30 @@ class RequestGate:
         self.request: tuple[str, bytes, str] | None = None
         self.fields: list[tuple[bytes, bytes]] = []
 
-    def _body_done(self) -> None:
+    def _start(self, head: Head, items: list[Any]) -> None:
+        """A head accepted: emit it and frame what follows it."""
+        items.append(head)
+        if head.upgrade:
+            self._to(_PASS)  # a whole message; the rest is the WebSocket's
+            return
+        self.keep_alive = head.keep_alive
+        self.body_seen = 0
+        framing = head.framing
+        if framing.chunked:
+            self._to(_CHUNK_SIZE)
+        elif framing.content_length:
+            self._to(_BODY)
+            self.remaining = framing.content_length
+        else:
+            self._end(items)
+
+    def _end(self, items: list[Any]) -> None:
+        items.append(END)
         self._to(_HEAD if self.keep_alive else _CLOSED)
 
-    def _line_state(self, data: bytes, pos: int, out: bytearray) -> int:
-        """Buffer data for a line-oriented state; act on complete lines. Returns new pos."""
+    def _line_state(self, data: bytes, pos: int, items: list[Any]) -> int:
+        """Buffer data for a line-oriented state; act on complete lines (a head
+        or the end of a message goes to ``items``). Returns the new pos."""
         state = self.state
         if state == _CHUNK_END:
             need = 2 - len(self.buf)
@@ -322,7 +308,6 @@ class RequestGate:
             if self.buf != b"\r\n"[:len(self.buf)]:
                 raise RemoteProtocolError(400, "Chunk data not followed by CRLF")
             if len(self.buf) == 2:
-                out += self.buf
                 self._to(_CHUNK_SIZE)
             return pos + need
         start = len(self.buf)  # bytes of buf that came from earlier feeds
@@ -350,7 +335,6 @@ class RequestGate:
             self.body_seen += size
             if self.limit_body and self.body_seen > self.limit_body:
                 raise RemoteProtocolError(413, "Request body too large")
-            out += b"%x\r\n" % size  # extensions validated, then dropped
             used = end + 2 - start
             if size:
                 self._to(_CHUNK_DATA)
@@ -371,20 +355,12 @@ class RequestGate:
             if not line:
                 used = self.line_start - start
                 if trailers:
-                    out += b"\r\n"  # validated, then dropped: no parser hands them on
-                    self._body_done()
+                    self._end(items)  # trailers validated, then dropped
                 else:
                     assert self.request is not None
                     head = self._finish_head(*self.request, self.fields)
-                    if head.upgrade:  # a whole message; the rest is the WebSocket's
-                        self.upgrade_head = head
-                        self._to(_PASS)
-                        return pos + used
-                    # the parser gets the head re-serialized in canonical form, so
-                    # that no quirk of its own (OWS, case) can change the outcome
-                    out += _serialize(head)
-                    self.heads.append(head)
-                    self._after_head(head)
+                    head.odd = not head.upgrade
+                    self._start(head, items)
                 return pos + used
             if not trailers and self.request is None:
                 self.request = _request_line(line, self.limit_line)
@@ -454,27 +430,17 @@ class RequestGate:
             head = Head(method, target, version, headers, keep_alive, NO_BODY)
             head.upgrade = True
             return head
-        head = Head(method, target, version, without_upgrade(headers), keep_alive, framing)
-        head.rewritten = True
-        return head
-
-    def _after_head(self, head: Head) -> None:
-        self.keep_alive = head.keep_alive
-        self.body_seen = 0
-        framing = head.framing
-        if framing.chunked:
-            self._to(_CHUNK_SIZE)
-        elif framing.content_length:
-            self._to(_BODY)
-            self.remaining = framing.content_length
-        else:
-            self._body_done()
+        return Head(method, target, version, without_upgrade(headers), keep_alive, framing)
 
 
-def _serialize(head: Head) -> bytes:
+def bodiless_head_bytes(head: Head) -> bytes:
+    """The head in canonical form (so that no quirk of a backend's own, OWS or
+    case, can change the outcome), without the fields that frame a body: what a
+    backend is asked for its second opinion on. The gate frames the body itself."""
     return b"%s %s HTTP/%s\r\n%s\r\n" % (
         head.method.encode(), head.target, head.version.encode(),
-        b"".join(b"%s: %s\r\n" % field for field in head.headers))
+        b"".join(b"%s: %s\r\n" % field for field in head.headers
+                 if field[0] != b"content-length" and field[0] != b"transfer-encoding"))
 
 
 def _request_line(line: bytes, limit: int) -> tuple[str, bytes, str]:
@@ -504,10 +470,11 @@ def _check_partial_line(buf: bytearray, start: int, end: int) -> None:
 
 
 class GatedParser:
-    """What both parser backends share: every byte through the gate, whole
-    bodiless requests straight to the sink, the rest to the backend's
-    ``_feed``; and the WebSocket upgrade, handed to the sink with the bytes
-    after its head, so no backend ever sees one."""
+    """What both parser backends share: every byte through the gate, which
+    frames every request, and its heads, bodies and ends straight to the sink;
+    the WebSocket upgrade handed to the sink with the bytes after its head. A
+    backend sees no byte of a body: it only gives its second opinion (``_check``)
+    on an odd head, one the canonical fast pattern did not match."""
 
     def __init__(self, sink: Any, limits: Any) -> None:
         self.sink = sink
@@ -519,17 +486,21 @@ class GatedParser:
         if self.upgraded:
             return
         items, error = self.gate.feed(data)
+        sink = self.sink
         for index, item in enumerate(items):
-            if type(item) is Head:  # a whole request without a body
-                self.sink.on_head(item)
+            if item is END:
+                sink.on_end()
+            elif type(item) is Head:
+                if item.odd:
+                    self._check(item)
+                sink.on_head(item)
                 if item.upgrade:
                     self.upgraded = True
                     rest = items[index + 1:]  # all bytes: after the head the gate passes them on
-                    self.sink.on_upgrade(b"".join(rest))  # type: ignore[arg-type]
+                    sink.on_upgrade(b"".join(rest))
                     return
-                self.sink.on_end()
             else:
-                self._feed(item)
+                sink.on_body(item)
         if error is not None:
             raise error
 
@@ -538,5 +509,6 @@ class GatedParser:
         lines before a request line do not count: RFC 9112 2.2 ignores them)."""
         return self.gate.head_pending()
 
-    def _feed(self, data: bytes) -> None:
+    def _check(self, head: Head) -> None:
+        """Raise the backend's refusal of an odd head the gate accepted (a backstop)."""
         raise NotImplementedError

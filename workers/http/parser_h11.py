@@ -1,9 +1,10 @@
-"""h11 backend: bytes -> head / body / end calls on the connection.
+"""h11 backend: a second opinion on the odd heads the strict gate accepted.
 
-h11 is used as a parser only; responses are written by the shared cycle. A
-fresh h11 state machine per request, fed the bytes the previous one left over.
-Every byte passes the shared strict gate (``framing.RequestGate``) first, and
-the head handed on is the gate's, so both backends report the same request.
+Every byte passes the shared strict gate (``framing.RequestGate``), which frames
+every request and delivers heads and bodies itself (``framing.GatedParser``).
+A head the canonical fast pattern did not match is also parsed by h11, as a
+bodiless request in canonical form, with a fresh state machine: what h11
+refuses is refused, a backstop. h11 is never used to write responses.
 """
 
 from __future__ import annotations
@@ -13,44 +14,22 @@ from typing import Any
 import h11
 
 from workers.http.errors import backend_refused
-from workers.http.framing import GatedParser
+from workers.http.framing import GatedParser, Head, bodiless_head_bytes
 
 
 class H11Parser(GatedParser):
     def __init__(self, sink: Any, limits: Any) -> None:
         super().__init__(sink, limits)
         self.max_head = self.gate.max_head + 1024
-        self.conn = self._new()
 
-    def _new(self) -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-
-    def _feed(self, data: bytes) -> None:
-        self.conn.receive_data(data)
-        self._pump()
-
-    def _pump(self) -> None:
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise backend_refused(exc.error_status_hint) from None
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
+    def _check(self, head: Head) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        conn.receive_data(bodiless_head_bytes(head))
+        try:
+            event = conn.next_event()
             if isinstance(event, h11.Request):
-                self._on_request()
-            elif isinstance(event, h11.Data):
-                self.sink.on_body(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                leftover = self.conn.trailing_data[0]
-                self.conn = self._new()
-                self.sink.on_end()
-                if leftover:
-                    self.conn.receive_data(leftover)
-                else:
-                    return
-            elif isinstance(event, h11.ConnectionClosed):
-                return
-
-    def _on_request(self) -> None:
-        self.sink.on_head(self.gate.heads.popleft())
+                event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise backend_refused(exc.error_status_hint) from None
+        if not isinstance(event, h11.EndOfMessage):
+            raise backend_refused()

@@ -1,45 +1,39 @@
-"""httptools backend: bytes -> head / body / end calls on the connection.
+"""httptools backend: a second opinion on the odd heads the strict gate accepted.
 
-Every byte passes the shared strict gate (``framing.RequestGate``) first, and
-the head handed on is the gate's (llhttp keeps trailing blanks in values and
-reports trailer fields through the same callback as headers), so both
-backends report the same request.
+Every byte passes the shared strict gate (``framing.RequestGate``), which frames
+every request and delivers heads and bodies itself (``framing.GatedParser``).
+A head the canonical fast pattern did not match is also parsed by llhttp, as a
+bodiless request in canonical form, with a fresh parser: what llhttp refuses
+is refused, a backstop.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import httptools
 
-from workers.http.errors import RemoteProtocolError, backend_refused
-from workers.http.framing import GatedParser
+from workers.http.errors import backend_refused
+from workers.http.framing import GatedParser, Head, bodiless_head_bytes
 
 
 class HttptoolsParser(GatedParser):
-    def __init__(self, sink: Any, limits: Any) -> None:
-        super().__init__(sink, limits)
-        self.parser = httptools.HttpRequestParser(self)
-
-    def _feed(self, data: bytes) -> None:
+    def _check(self, head: Head) -> None:
+        done = _Complete()
         try:
-            self.parser.feed_data(data)
+            httptools.HttpRequestParser(done).feed_data(bodiless_head_bytes(head))
         except httptools.HttpParserUpgrade:
             # the gate takes the WebSocket upgrade itself and drops any other
-            # from the head: llhttp is never meant to see one (a backstop)
+            # from the head: llhttp is never meant to see one
             raise backend_refused() from None
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, RemoteProtocolError):
-                raise exc.__context__ from None  # raised by our sink inside a callback
-            invalid_coding = str(exc).startswith("Request has invalid `Transfer-Encoding`")
-            raise backend_refused(501 if invalid_coding else 400) from None
+        except httptools.HttpParserError:
+            raise backend_refused() from None
+        if not done.complete:
+            raise backend_refused()
 
-    def on_headers_complete(self) -> None:
-        head = self.gate.heads.popleft()
-        self.sink.on_head(head)
 
-    def on_body(self, body: bytes) -> None:
-        self.sink.on_body(body)
+class _Complete:
+    """llhttp's callbacks: only whether it saw the whole message matters."""
+
+    complete = False
 
     def on_message_complete(self) -> None:
-        self.sink.on_end()
+        self.complete = True
