@@ -302,6 +302,19 @@ class RequestGate:
         """Buffer data for a line-oriented state; act on complete lines (a head
         or the end of a message goes to ``items``). Returns the new pos."""
         state = self.state
+        if not self.buf:
+            # the common case, a chunk's framing whole within data: read in place,
+            # not copied; an unfinished or wrong line takes the buffered path
+            # below, which says precisely what is wrong
+            if state == _CHUNK_END and data.startswith(b"\r\n", pos):
+                self._to(_CHUNK_SIZE)
+                return pos + 2
+            if state == _CHUNK_SIZE:
+                end = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE + 2)
+                match = _CHUNK_LINE.fullmatch(data, pos, end) if end >= 0 else None
+                if match is not None:  # (the pattern admits no CR or LF)
+                    self._chunk(int(match.group(1), 16))
+                    return end + 2
         if state == _CHUNK_END:
             need = 2 - len(self.buf)
             self.buf += data[pos:pos + need]
@@ -331,17 +344,8 @@ class RequestGate:
             match = _CHUNK_LINE.fullmatch(buf, 0, end)
             if match is None or end > _MAX_CHUNK_LINE:
                 raise RemoteProtocolError(400, "Invalid chunk size line")
-            size = int(match.group(1), 16)
-            self.body_seen += size
-            if self.limit_body and self.body_seen > self.limit_body:
-                raise RemoteProtocolError(413, "Request body too large")
-            used = end + 2 - start
-            if size:
-                self._to(_CHUNK_DATA)
-                self.remaining = size
-            else:
-                self._to(_TRAILERS)
-            return pos + used
+            self._chunk(int(match.group(1), 16))  # extensions validated, then dropped
+            return pos + end + 2 - start
         # _HEAD or _TRAILERS: field lines up to an empty line, checked one by one
         trailers = state == _TRAILERS
         while True:
@@ -382,6 +386,17 @@ class RequestGate:
         if len(buf) > self.max_head:
             raise RemoteProtocolError(431, "Request head too large")
         return len(data)
+
+    def _chunk(self, size: int) -> None:
+        """A valid chunk size line: the chunk's data follows, or the trailers."""
+        self.body_seen += size
+        if self.limit_body and self.body_seen > self.limit_body:
+            raise RemoteProtocolError(413, "Request body too large")
+        if size:
+            self._to(_CHUNK_DATA)
+            self.remaining = size
+        else:
+            self._to(_TRAILERS)
 
     def _field(self, line: bytes, trailers: bool) -> tuple[bytes, bytes]:
         match = _FIELD.fullmatch(line)
