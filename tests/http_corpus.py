@@ -201,6 +201,10 @@ bad("chunk-last-lf-only", chunked(b"3\r\nabc\r\n0\n\r\n"), ref="CVE-2025-22871")
 # CVE-2025-55315; fasthttp PR #1899).
 bad("chunk-ext-very-long", chunked(b"3;" + b"e" * 20000 + b"\r\nabc\r\n0\r\n\r\n"),
     ref="CVE-2024-22019")
+# A chunk line is bounded at 1024 bytes: up to it accepted, past it refused, however split.
+ok("chunk-line-at-limit", chunked(b"3;" + b"e" * 1022 + b"\r\nabc\r\n0\r\n\r\n"),
+   Req("POST", b"/echo", TE, b"abc"))
+bad("chunk-line-past-limit", chunked(b"3;" + b"e" * 1023 + b"\r\nabc\r\n0\r\n\r\n"))
 bad("chunk-ext-bare-cr", chunked(b"3;a\rb\r\nabc\r\n0\r\n\r\n"))
 bad("chunk-ext-bare-lf", chunked(b"3;a\nb\r\nabc\r\n0\r\n\r\n"), ref="CVE-2025-55315")
 bad("chunk-ext-nul", chunked(b"3;a=\x00\r\nabc\r\n0\r\n\r\n"))
