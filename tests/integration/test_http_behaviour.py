@@ -98,6 +98,52 @@ def test_expect_100_continue(server) -> None:
         assert b"\r\n2\r\nok\r\n" in sock.recv(4096)
 
 
+UPLOAD = 128 * 1024 * 1024  # far more than the kernel's socket buffers can hold
+
+
+@pytest.mark.parametrize("http, loop", BACKENDS, ids=["-".join(b) for b in BACKENDS])
+def test_an_unread_body_pauses_reading_until_the_app_reads(arbiter_process, http: str,
+                                                             loop: str) -> None:
+    """Read flow control: a body the app has not read yet is held up to a
+    high-water mark (256 KiB), then reading stops and the kernel's buffers fill,
+    so the client cannot push more; once the app reads, reading resumes and
+    the whole body arrives, none lost."""
+    import select
+    import time
+
+    server = arbiter_process(["uploads:app", "--http", http, "--worker-class", loop]
+                             ).wait_ready()
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.sendall(b"POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % UPLOAD)
+        sock.setblocking(False)
+        piece = b"u" * 65536
+        sent = 0
+        deadline = time.monotonic() + 60
+        last_progress = time.monotonic()
+        # push until the server stops taking bytes: no progress for 2 s
+        while sent < UPLOAD and time.monotonic() - last_progress < 2.0:
+            assert time.monotonic() < deadline, "the client could neither send nor stall"
+            select.select([], [sock], [], 0.1)
+            try:
+                sent += sock.send(piece[:UPLOAD - sent])
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                pass
+        # the kernel holds at most 32 MiB here (tcp_rmem) plus the 64 KiB send buffer
+        assert sent < UPLOAD // 2, f"the server read {sent} bytes the app never asked for"
+        assert httpx.get(server.url + "/release", timeout=10).text == "released"
+        sock.settimeout(60)
+        while sent < UPLOAD:
+            sent += sock.send(piece[:UPLOAD - sent])
+        response = b""
+        while not response.endswith(b"\r\n\r\n%d" % UPLOAD):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {response!r}"
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 "), response
+
+
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 def test_tcp_nodelay_is_set_on_accepted_connections(loop_name: str) -> None:
     """asyncio leaves TCP_NODELAY off on sockets accepted from a listener it did
