@@ -2,9 +2,9 @@
 
 Every byte passes the shared strict gate (``framing.RequestGate``), which frames
 every request and delivers heads and bodies itself (``framing.GatedParser``).
-A head the canonical fast pattern did not match is also parsed by h11, as a
-bodiless request in canonical form, with a fresh state machine: what h11
-refuses is refused, a backstop. h11 is never used to write responses.
+An odd head (accepted, yet not in canonical form; see ``GatedParser``) is also
+parsed by h11, as a bodiless request in canonical form, with a fresh state
+machine: what h11 refuses is refused. h11 is never used to write responses.
 """
 
 from __future__ import annotations

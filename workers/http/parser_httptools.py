@@ -2,9 +2,9 @@
 
 Every byte passes the shared strict gate (``framing.RequestGate``), which frames
 every request and delivers heads and bodies itself (``framing.GatedParser``).
-A head the canonical fast pattern did not match is also parsed by llhttp, as a
-bodiless request in canonical form, with a fresh parser: what llhttp refuses
-is refused, a backstop.
+An odd head (accepted, yet not in canonical form; see ``GatedParser``) is also
+parsed by llhttp, as a bodiless request in canonical form, with a fresh
+parser: what llhttp refuses is refused.
 """
 
 from __future__ import annotations
