@@ -135,7 +135,10 @@ class Arbiter:
         os.environ.pop(sockets.INHERIT_ENV, None)
         for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             os.environ.pop(name, None)
-        _become_subreaper()
+        # Adopt orphaned descendants of workers (Linux), so they are reaped here and not
+        # by a PID 1 that may never reap (a container's entry point): no zombies.
+        if not process.prctl(process.PR_SET_CHILD_SUBREAPER, 1):
+            log.debug("prctl(PR_SET_CHILD_SUBREAPER) is not available here")
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
@@ -589,17 +592,6 @@ def check_privileges(privileges: PrivilegesConfig, euid: int, egid: int) -> None
     if privileges.gid is not None and privileges.gid != egid:
         raise UsageError(f"--group {privileges.gid}: switching the workers to another group "
                          f"needs root (arbiter runs as gid {egid})")
-
-
-def _become_subreaper() -> None:
-    """Adopt the orphaned descendants of workers (Linux), so they are reaped here.
-
-    Without it, a grandchild whose parent worker exited is reparented to PID 1,
-    which in a container is often the app's own entry point that never reaps:
-    zombies would pile up. The loop reaps every child on each pass anyway.
-    """
-    if not process.prctl(process.PR_SET_CHILD_SUBREAPER, 1):
-        log.debug("prctl(PR_SET_CHILD_SUBREAPER) is not available here")
 
 
 def _drain(fd: int) -> None:

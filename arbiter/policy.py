@@ -15,6 +15,9 @@ import random
 import signal
 from collections.abc import Iterable
 
+from arbiter.actions import (  # noqa: F401  (re-exported: the policy's vocabulary)
+    Action, ExitStatus, Halt, Kill, Log, ReloadDone, ReloadFailed, Spawn, signal_name,
+)
 from arbiter.errors import ExitCode
 from arbiter.heartbeat import Frame, Kind, extend_counter
 
@@ -48,69 +51,6 @@ class PolicyConfig:
     max_recycling: int = 1
 
 
-# ------------------------------------------------------------------ actions
-
-
-@dataclasses.dataclass(frozen=True)
-class Spawn:
-    slot: int
-    generation: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Kill:
-    pid: int
-    sig: signal.Signals
-
-
-@dataclasses.dataclass(frozen=True)
-class Log:
-    """A line for the error log. Lifecycle lines also name their ``event`` and carry
-    its facts as ``fields`` (worker slot, pid, generation, reason...), which the JSON
-    log format and the metrics read: the message is for people, the fields for tools."""
-
-    level: str  # "debug" | "info" | "warning" | "error" | "critical"
-    message: str
-    event: str = ""  # spawned, ready, retired, exited, reload_started, _finished, _aborted
-    fields: tuple[tuple[str, object], ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Halt:
-    code: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ReloadFailed:
-    generation: int
-    reason: str
-
-
-@dataclasses.dataclass(frozen=True)
-class ReloadDone:
-    generation: int
-
-
-Action = Spawn | Kill | Log | Halt | ReloadFailed | ReloadDone
-
-
-@dataclasses.dataclass(frozen=True)
-class ExitStatus:
-    code: int | None = None
-    sig: int | None = None
-
-    def describe(self, killed_by_master: bool = False) -> str:
-        if self.sig is not None:
-            name = _signal_name(self.sig)
-            if self.sig == signal.SIGKILL and killed_by_master:
-                return f"was killed by {name} from the master"
-            if self.sig == signal.SIGKILL:
-                return f"was killed by {name} (perhaps out of memory?)"
-            return f"was killed by {name}"
-        meaning = {3: " (boot error)", 4: " (app import error)"}.get(self.code or 0, "")
-        return f"exited with code {self.code}{meaning}"
-
-
 def _take_counters(w: WorkerRecord, frame: Frame) -> None:
     """A frame's numbers into the record: gauges as they are, counters unwrapped."""
     w.requests = extend_counter(w.requests, frame.requests)
@@ -125,13 +65,6 @@ def _take_counters(w: WorkerRecord, frame: Frame) -> None:
                                              load.blocked_loop_warnings)
     w.responses = tuple(extend_counter(old, new) for old, new in zip(w.responses,
                                                                       load.responses))
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 # ------------------------------------------------------------------ table
@@ -332,7 +265,7 @@ class Supervisor:
 
         def exited(level: str, message: str, cause: str) -> Log:
             return _event(level, message, "exited", w, cause=cause, code=status.code,
-                          signal=_signal_name(status.sig) if status.sig else None,
+                          signal=signal_name(status.sig) if status.sig else None,
                           uptime_s=uptime, requests=w.requests)
 
         if self.stopping:

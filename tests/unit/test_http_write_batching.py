@@ -58,11 +58,11 @@ def _serve(runner: str, app: Any, check: Any) -> None:
         transport = Transport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         loop.call_soon(conn.data_received, REQUEST)  # from the loop, as a socket read
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # deliberate (noqa: sleep): one loop turn
         await check(transport)
         for task in list(server.tasks):
             task.cancel()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # deliberate (noqa: sleep): one loop turn
     RUNNERS[runner](main())
 
 
@@ -72,7 +72,7 @@ def _head_end(out: bytes) -> int:
 
 async def _turns(n: int = 3) -> None:
     for _ in range(n):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # deliberate (noqa: sleep): one loop turn
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
