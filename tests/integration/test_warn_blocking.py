@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 APP_FILE = APPS / "blocking.py"
 BLOCKING_LINE = next(n for n, text in enumerate(APP_FILE.read_text().splitlines(), 1)
-                     if text.lstrip().startswith("time.sleep(") and "# THE BLOCKING LINE" in text)
+                     if text.lstrip().startswith("time.sleep(") and "# THE BLOCKING LINE" in text)  # deliberate (noqa: sleep): a string
 WARNING = re.compile(r"\[WARNING\] worker (\d+) \(pid (\d+)\): the event loop has been blocked "
                      r"for ([\d.]+) s so far")
 NOTE = re.compile(r"\[WARNING\] worker \d+ \(pid \d+\): the event loop is blocked again .*"
@@ -47,7 +47,7 @@ def test_a_blocking_handler_logs_one_warning_with_its_file_and_line(arbiter_proc
     assert 0.5 <= float(held) < 3.0  # a lower bound, taken during the 1 s sleep
     after = log[warnings[0].end():]
     assert f'File "{APP_FILE}", line {BLOCKING_LINE}, in app' in after, log
-    assert "time.sleep(_seconds(scope))" in after
+    assert "time.sleep(_seconds(scope))" in after  # deliberate (noqa: sleep): a string
 
 
 def test_awaiting_idle_and_booting_never_warn(arbiter_process) -> None:

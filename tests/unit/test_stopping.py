@@ -69,10 +69,10 @@ def lifespan_app(startup_hang: float = 0.0, shutdown_hang: float = 0.0,
         assert scope["type"] == "lifespan"
         try:
             await receive()
-            await asyncio.sleep(startup_hang)  # app behaviour: a slow startup
+            await asyncio.sleep(startup_hang)  # deliberate (noqa: sleep): app behaviour, a slow startup
             await send({"type": "lifespan.startup.complete"})
             await receive()
-            await asyncio.sleep(shutdown_hang)  # app behaviour: a hanging shutdown
+            await asyncio.sleep(shutdown_hang)  # deliberate (noqa: sleep): app behaviour, a hanging shutdown
             await send({"type": "lifespan.shutdown.complete"})
         finally:
             (record if record is not None else []).append("finally")
