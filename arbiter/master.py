@@ -485,16 +485,22 @@ class Arbiter:
         read_fd, write_fd = os.pipe()
         if self.config.arbiter().preload:
             gc.freeze()
+        # Signals wait across the fork: one sent to the new pid before the child has reset
+        # the master's handlers would be queued in the child's copy of the master and lost
+        # (a worker superseded 2 ms after its spawn then booted and served on).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(read_fd)
             os.close(write_fd)
             self._execute(self.policy.spawn_failed(spawn.slot, str(exc), time.monotonic()))
             return
         if pid == 0:  # child: never returns
             os.close(read_fd)
-            self._become_worker(spawn, config, write_fd)
+            self._become_worker(spawn, config, write_fd, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         pipe = _WorkerPipe(pid, read_fd)
@@ -503,7 +509,8 @@ class Arbiter:
         self._execute(self.policy.worker_spawned(pid, spawn.slot, spawn.generation,
                                                  time.monotonic()))
 
-    def _become_worker(self, spawn: Spawn, config: Config, heartbeat_fd: int) -> None:
+    def _become_worker(self, spawn: Spawn, config: Config, heartbeat_fd: int,
+                       mask: Any) -> None:
         code = int(ExitCode.RUNTIME_ERROR)
         info = WorkerInfo(spawn.slot, spawn.generation, os.getpid())
         try:
@@ -513,6 +520,7 @@ class Arbiter:
             # SIGUSR1 (reopen logs) is sent to booting workers too; until the worker's event
             # loop installs its handler, the default action would kill it.
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what waited is delivered now
             for pipe in self.pipes.values():
                 os.close(pipe.fd)
             if self.metrics is not None:  # its sockets are the master's, not the worker's
