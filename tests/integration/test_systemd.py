@@ -181,8 +181,12 @@ def test_watchdog_pings_go_on_after_a_reexec(arbiter_process, notify_socket) -> 
     t_ready, _ = notify_socket.wait_for("READY")
     notify_socket.wait_for("WATCHDOG", since=t_ready)
     server.signal(signal.SIGUSR2)
+    # the new program (same pid) may say READY before this test reads the log line,
+    # so the re-ready is looked for after the old program's last word
+    t_reexec, _ = notify_socket.wait_for(
+        "STATUS", lambda v: v == "re-executing the master", since=t_ready, timeout=30)
     server.wait_for_log(r"adopted 2 worker\(s\)", timeout=30)
-    t_adopted = time.monotonic()  # the new program runs in the same pid
+    t_adopted = t_reexec
     t_reready, _ = notify_socket.wait_for("READY", since=t_adopted, timeout=30)
     notify_socket.wait_for("WATCHDOG", since=t_reready, timeout=10)
     notify_socket.wait_for("STATUS", lambda v: v.startswith("2/2 workers ready, generation 1"),
