@@ -28,6 +28,10 @@ from arbiter.importer import load_app
 from workers.stall import LoopStallWatcher
 from workers.stopping import StopReason
 
+# the signals the event loop handles (install_signal_handlers)
+LOOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT,
+                          signal.SIGUSR1})
+
 log = logging.getLogger("arbiter.error")
 
 
@@ -110,7 +114,12 @@ class Worker:
             self.loop = loop
             asyncio.set_event_loop(loop)
             self.stop_requested = asyncio.Event()
+            # uvloop drops a signal that arrives after add_signal_handler but before the
+            # loop runs (a worker superseded while it boots then served on): they wait,
+            # blocked, and are delivered in the loop's first turn
+            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, LOOP_SIGNALS)
             self.install_signal_handlers(loop)
+            loop.call_soon(signal.pthread_sigmask, signal.SIG_SETMASK, unblocked)
             self.drop_privileges()
             try:
                 return loop.run_until_complete(self.serve())
@@ -184,6 +193,7 @@ class Worker:
         type(self).warm(self.config)
 
     def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The handlers of every signal in ``LOOP_SIGNALS``."""
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, False, StopReason.STOP)
         loop.add_signal_handler(signal.SIGUSR2, self.request_stop, False, StopReason.RETIRE)
         loop.add_signal_handler(signal.SIGINT, self.request_stop, True)
