@@ -6,13 +6,13 @@ which a busy machine distorts less than the wall clock) per request. Each read
 is fed from a loop callback, one per turn of the loop, as a socket read would
 be, so the app's task gets to run (and, for a body in pieces, to wait for the
 rest) and finish.
-Cases: ``hello`` (a GET), ``post-16k`` (a 16 KiB Content-Length body the app
+Cases: ``hello`` (a GET), ``fastapi-json`` (bench/apps/fastapi_json.py), ``post-16k`` (a 16 KiB Content-Length body the app
 reads in full, as bench/apps/post.py does), ``post-16k-chunked`` (the same
 body in four chunks) and ``post-16k-fastapi`` (bench/apps/post_fastapi.py: the
 same, read by a FastAPI endpoint). ``--pieces N`` delivers each request in N
 reads. Every case's answer is checked before a number is given.
 Usage: python bench/micro.py [--http httptools|h11] [--loop asyncio|uvloop]
-       [--case hello|post-16k|post-16k-chunked|post-16k-fastapi] [--pieces N]
+       [--case hello|fastapi-json|post-16k|post-16k-chunked|post-16k-fastapi] [--pieces N]
        [-n 100000] [--profile]
 """
 
@@ -72,9 +72,20 @@ def fastapi_read_body():
     return app
 
 
+def fastapi_json():
+    """bench/apps/fastapi_json.py (the fastapi-json scenario's app)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
+    from fastapi_json import app
+    return app
+
+
+JSON_GET = REQUEST.replace(b"GET / ", b"GET /json ")
 CASES = {"hello": (hello, REQUEST), "post-16k": (read_body, POST),
          "post-16k-chunked": (read_body, POST_CHUNKED),
-         "post-16k-fastapi": (fastapi_read_body, POST)}
+         "post-16k-fastapi": (fastapi_read_body, POST),
+         "fastapi-json": (fastapi_json, JSON_GET)}
+ANSWERS = {"hello": b"Hello, world!",
+           "fastapi-json": b'{"message":"Hello, world!","items":[1,2,3],"ok":true}'}
 
 
 class FakeTransport:
@@ -111,7 +122,7 @@ def main() -> None:
     else:
         loop = asyncio.new_event_loop()
     app, request = CASES[args.case]
-    if args.case.endswith("-fastapi"):
+    if "fastapi" in args.case:
         app = app()
     step = -(-len(request) // args.pieces)
     pieces = [request[i:i + step] for i in range(0, len(request), step)]
@@ -141,7 +152,7 @@ def main() -> None:
 
     run(1000)
     # a fast wrong answer is not a result: the app must have answered in full
-    answer = b"Hello, world!" if args.case == "hello" else b"%d" % len(BODY)
+    answer = ANSWERS.get(args.case, b"%d" % len(BODY))
     if not (transport.last.startswith(b"HTTP/1.1 200 ") and transport.last.endswith(answer)):
         raise SystemExit(f"wrong answer: {transport.last[:300]!r}")
     if args.profile:
