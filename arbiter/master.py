@@ -3,7 +3,8 @@
 Sleep until the next deadline, a heartbeat frame or a signal; feed what
 happened to the policy (``arbiter.policy``); carry out its actions with fork,
 kill and waitpid. Signal handlers only enqueue the signal number; the loop does
-the work. This module owns processes, not decisions.
+the work. This module owns processes, not decisions; the fork itself (both of its
+sides) is in ``arbiter.forking``.
 
 Config-file hooks keep gunicorn's names, arguments and moments: on_starting,
 when_ready (listeners bound, before the first fork), pre_fork, post_fork (in
@@ -14,8 +15,6 @@ and on_exit. A hook gets the Arbiter and, for worker hooks, a ``WorkerInfo``.
 from __future__ import annotations
 
 import collections
-import dataclasses
-import gc
 import logging
 import os
 import selectors
@@ -26,9 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from arbiter import __version__, control_server, heartbeat, metrics, metrics_server, pidfile
-from arbiter import process, reexec, sockets, systemd
+from arbiter import forking, process, reexec, sockets, systemd
 from arbiter.config import Config, PrivilegesConfig
-from arbiter.errors import ExitCode, UsageError
+from arbiter.errors import UsageError
+from arbiter.forking import HANDLED_SIGNALS, WorkerInfo
 from arbiter.policy import (
     Action, ExitStatus, Halt, Kill, Log, PolicyConfig, ReloadDone, ReloadFailed, Spawn,
     Supervisor,
@@ -36,28 +36,10 @@ from arbiter.policy import (
 
 log = logging.getLogger("arbiter.error")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
-                   signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 RSS_SAMPLE_INTERVAL_S = 1.0
 
 # A worker entry point: (slot, generation, config, listeners, heartbeat fd, preloaded app) -> code
 WorkerEntry = Callable[[int, int, Config, list[Any], int, Any], int]
-
-
-@dataclasses.dataclass
-class WorkerInfo:
-    """What a worker hook learns about its worker (gunicorn passes its Worker object).
-
-    ``pid`` is None in pre_fork; ``exit_status`` is set in child_exit and
-    ``exit_code`` in worker_exit.
-    """
-
-    slot: int
-    generation: int
-    pid: int | None = None
-    exit_status: ExitStatus | None = None
-    exit_code: int | None = None
-    log: logging.Logger = dataclasses.field(default=log, repr=False)
 
 
 class _WorkerPipe:
@@ -482,67 +464,31 @@ class Arbiter:
     def _spawn(self, spawn: Spawn) -> None:
         config = self.configs.get(spawn.generation, self.config)
         self.call_hook("pre_fork", WorkerInfo(spawn.slot, spawn.generation), config=config)
-        read_fd, write_fd = os.pipe()
-        if self.config.arbiter().preload:
-            gc.freeze()
-        # Signals wait across the fork: one sent to the new pid before the child has reset
-        # the master's handlers would be queued in the child's copy of the master and lost
-        # (a worker superseded 2 ms after its spawn then booted and served on).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
-            pid = os.fork()
-        except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(read_fd)
-            os.close(write_fd)
+            pid, heartbeat_fd = forking.fork_worker(self, spawn, config)
+        except forking.ForkFailed as exc:
             self._execute(self.policy.spawn_failed(spawn.slot, str(exc), time.monotonic()))
             return
-        if pid == 0:  # child: never returns
-            os.close(read_fd)
-            self._become_worker(spawn, config, write_fd, mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        pipe = _WorkerPipe(pid, read_fd)
-        self.pipes[pid] = pipe
-        self.selector.register(read_fd, selectors.EVENT_READ, pipe)
+        self._watch_pipe(pid, heartbeat_fd)
         self._execute(self.policy.worker_spawned(pid, spawn.slot, spawn.generation,
                                                  time.monotonic()))
 
-    def _become_worker(self, spawn: Spawn, config: Config, heartbeat_fd: int,
-                       mask: Any) -> None:
-        code = int(ExitCode.RUNTIME_ERROR)
-        info = WorkerInfo(spawn.slot, spawn.generation, os.getpid())
-        try:
-            signal.set_wakeup_fd(-1)
-            for sig in HANDLED_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            # SIGUSR1 (reopen logs) is sent to booting workers too; until the worker's event
-            # loop installs its handler, the default action would kill it.
-            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what waited is delivered now
-            for pipe in self.pipes.values():
-                os.close(pipe.fd)
-            if self.metrics is not None:  # its sockets are the master's, not the worker's
-                self.metrics.close_in_child()
-            self.selector.close()
-            self.control.close_in_child()
-            os.close(self._wakeup_r)
-            os.close(self._wakeup_w)
-            self.call_hook("post_fork", info, config=config)
-            code = self.worker_entry(spawn.slot, spawn.generation, config,
-                                     [listener.sock for listener in self.listeners],
-                                     heartbeat_fd, self.preloaded_app)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            log.exception("worker %d crashed", spawn.slot)
-        finally:
-            info.exit_code = code
-            self.call_hook("worker_exit", info, config=config)
-            from arbiter import logs
-            logs.flush()
-            os._exit(code)
+    def _watch_pipe(self, pid: int, fd: int) -> None:
+        pipe = _WorkerPipe(pid, fd)
+        self.pipes[pid] = pipe
+        self.selector.register(fd, selectors.EVENT_READ, pipe)
+
+    def close_in_child(self) -> None:
+        """In a new worker: close what is the master's (the heartbeat pipes, the loop's
+        selector and wakeup pipe, the metrics and control sockets)."""
+        for pipe in self.pipes.values():
+            os.close(pipe.fd)
+        if self.metrics is not None:  # its sockets are the master's, not the worker's
+            self.metrics.close_in_child()
+        self.selector.close()
+        self.control.close_in_child()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
 
     # ---------------------------------------------------------------- upgrade
 
@@ -561,9 +507,7 @@ class Arbiter:
             return
         now = time.monotonic()
         for w in handed:
-            pipe = _WorkerPipe(w.pid, w.fd)
-            self.pipes[w.pid] = pipe
-            self.selector.register(w.fd, selectors.EVENT_READ, pipe)
+            self._watch_pipe(w.pid, w.fd)
             self.policy.adopt(w.pid, w.slot, now, w.phase)
             self.ledger.seed(self.policy.workers[w.pid])
         phases = collections.Counter(w.phase.value for w in handed)

@@ -3,6 +3,8 @@
 import asyncio
 import json
 
+from app_lifespan import serve_lifespan
+
 EVENTS: dict[str, str] = {}
 
 
@@ -21,14 +23,8 @@ def _scope_json(scope) -> bytes:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                scope["state"]["ready"] = "yes"
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send, on_startup=lambda: scope["state"].update(ready="yes"))
+        return
     if scope["type"] == "websocket":
         await websocket(scope, receive, send)
         return

@@ -13,6 +13,8 @@ import os
 import time
 from urllib.parse import parse_qs
 
+from app_lifespan import serve_lifespan
+
 time.sleep(float(os.environ.get("BLOCK_AT_IMPORT", "0")))  # deliberate (noqa: sleep) (a slow import)
 
 
@@ -22,13 +24,8 @@ def _seconds(scope):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     if scope["path"] == "/block":
         time.sleep(_seconds(scope))  # THE BLOCKING LINE  # deliberate (noqa: sleep) (blocks on purpose)
     elif scope["path"] == "/await":

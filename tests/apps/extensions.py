@@ -6,6 +6,8 @@ import json
 import os
 from urllib.parse import parse_qs
 
+from app_lifespan import serve_lifespan
+
 
 def _query(scope) -> dict:
     return {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
@@ -13,13 +15,8 @@ def _query(scope) -> dict:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})

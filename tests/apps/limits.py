@@ -22,6 +22,8 @@ import json
 import os
 from urllib.parse import parse_qs
 
+from app_lifespan import serve_lifespan
+
 _uploads = []  # what each /upload ended with, in order, for /uploads to report
 
 
@@ -39,13 +41,8 @@ async def _start(send, content_type=b"text/plain", length=None):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     path = scope["path"]
     if path == "/upload":
         await _upload(scope, receive, send)

@@ -77,6 +77,18 @@ class FakeTransport(asyncio.Transport):
         self.paused = False
 
 
+def handshake(app: Any, request: Request | None = None, on_close: Any = None,
+              limits: WebSocketLimits | None = None) -> tuple[WSConnection, FakeTransport, Any]:
+    """A client's upgrade ``request`` (by default ``GET /``) handed over in memory;
+    returns the client, the transport and the protocol."""
+    client = WSConnection(ConnectionType.CLIENT)
+    transport = FakeTransport()
+    protocol = hand_over(transport, app, dict(HTTP_SCOPE),
+                         client.send(request or Request(host="x", target="/")),
+                         on_close=on_close, limits=limits)
+    return client, transport, protocol
+
+
 def client_events(client: WSConnection, transport: FakeTransport) -> list[Any]:
     client.receive_data(bytes(transport.written))
     transport.written.clear()
@@ -113,10 +125,8 @@ def test_echo_roundtrip_and_close() -> None:
                 await send({"type": "websocket.send", "bytes": message["bytes"][::-1]})
 
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE),
-                  client.send(Request(host="x", target="/ws", subprotocols=["chat"])))
+        client, transport, _ = handshake(
+            app, Request(host="x", target="/ws", subprotocols=["chat"]))
         await settle()
         events = client_events(client, transport)
         assert isinstance(events[0], AcceptConnection) and events[0].subprotocol == "chat"
@@ -145,9 +155,7 @@ def test_close_before_accept_is_403_and_send_after_close_raises() -> None:
             errors.append(exc)
 
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE), client.send(Request(host="x", target="/")))
+        client, transport, _ = handshake(app)
         await settle()
         events = client_events(client, transport)
         assert isinstance(events[0], RejectConnection) and events[0].status_code == 403
@@ -163,9 +171,7 @@ def test_app_exception_after_accept_closes_1011() -> None:
         raise ValueError("app bug")
 
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE), client.send(Request(host="x", target="/")))
+        client, transport, _ = handshake(app)
         await settle()
         events = client_events(client, transport)
         assert isinstance(events[0], AcceptConnection)
@@ -174,16 +180,16 @@ def test_app_exception_after_accept_closes_1011() -> None:
     asyncio.run(main())
 
 
-def test_reading_pauses_when_the_app_does_not_receive() -> None:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        await asyncio.Event().wait()  # never reads
+async def never_receiving_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Accepts, then never calls receive() again: what the client sends piles up."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    await asyncio.Event().wait()
 
+
+def test_reading_pauses_when_the_app_does_not_receive() -> None:
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE), client.send(Request(host="x", target="/")))
+        client, transport, _ = handshake(never_receiving_app)
         await settle()
         client_events(client, transport)
         for i in range(40):
@@ -218,14 +224,21 @@ def test_bad_upgrade_request_is_400(junk: bytes) -> None:
 def accepted(app: Any, limits: WebSocketLimits | None = None,
              extensions: list[str] | None = None) -> tuple[WSConnection, FakeTransport, Any]:
     """A handshake done in memory; returns the client, the transport and the protocol."""
-    client = WSConnection(ConnectionType.CLIENT)
-    transport = FakeTransport()
-    protocol = hand_over(transport, app, dict(HTTP_SCOPE),
-                         client.send(Request(host="x", target="/ws",
-                                             extensions=extensions or [])),
-                         on_close=lambda ws: finished.append(ws), limits=limits)
+    client, transport, protocol = handshake(
+        app, Request(host="x", target="/ws", extensions=extensions or []),
+        on_close=lambda ws: finished.append(ws), limits=limits)
     finished: list[Any] = []
     protocol.finished_calls = finished
+    return client, transport, protocol
+
+
+async def opened(app: Any, limits: WebSocketLimits | None = None
+                 ) -> tuple[WSConnection, FakeTransport, Any]:
+    """accepted(), with the app run to its accept and the handshake read by the client:
+    where a test about messages starts."""
+    client, transport, protocol = accepted(app, limits)
+    await settle()
+    client_events(client, transport)
     return client, transport, protocol
 
 
@@ -251,10 +264,8 @@ def test_a_stop_sends_its_code_tells_the_app_and_awaits_the_clients_close(code: 
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen),
-                                         WebSocketLimits(close_timeout=30))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen),
+                                             WebSocketLimits(close_timeout=30))
         ws.shutdown(code)
         await settle()
         events = client_events(client, transport)
@@ -299,9 +310,7 @@ def test_the_drain_waits_for_the_app_task_not_only_for_the_connection() -> None:
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen, ignore_disconnect=True))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen, ignore_disconnect=True))
         transport.protocol.data_received(client.send(CloseConnection(code=1000)))
         await settle()
         assert transport.closing and seen[0]["code"] == 1000
@@ -336,15 +345,8 @@ def test_a_stop_while_the_app_decides_closes_right_after_its_accept() -> None:
 
 
 def test_messages_after_our_close_are_dropped_and_reading_resumes_for_the_close() -> None:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        await asyncio.Event().wait()  # never receives
-
     async def main() -> None:
-        client, transport, ws = accepted(app, WebSocketLimits(max_queue=3))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(never_receiving_app, WebSocketLimits(max_queue=3))
         for i in range(3):
             transport.protocol.data_received(client.send(TextMessage(data=str(i))))
         assert transport.paused and len(ws.inbox) == 3  # --ws-max-queue 3 reached
@@ -371,9 +373,7 @@ def test_reading_pauses_at_max_queue_and_resumes_at_half(max_queue: int) -> None
             while True:
                 received.append(await receive())
 
-        client, transport, ws = accepted(app, WebSocketLimits(max_queue=max_queue))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(app, WebSocketLimits(max_queue=max_queue))
         for i in range(max_queue - 1):
             transport.protocol.data_received(client.send(TextMessage(data=str(i))))
         assert not transport.paused
@@ -417,11 +417,9 @@ def test_per_message_deflate_is_accepted_only_when_enabled(deflate: bool) -> Non
 
     async def main() -> list[Any]:
         from wsproto.extensions import PerMessageDeflate
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE),
-                  client.send(Request(host="x", target="/", extensions=[PerMessageDeflate()])),
-                  limits=WebSocketLimits(per_message_deflate=deflate))
+        client, transport, _ = handshake(
+            app, Request(host="x", target="/", extensions=[PerMessageDeflate()]),
+            limits=WebSocketLimits(per_message_deflate=deflate))
         await settle()
         event = client_events(client, transport)[0]
         assert isinstance(event, AcceptConnection)
@@ -453,9 +451,7 @@ def test_fragments_make_one_message_even_split_inside_a_character() -> None:
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen))
         text = "d\u00e9j\u00e0 vu".encode()  # "é" is 2 bytes: split it between frames
         ws.data_received(client_frame(0x1, text[:2], fin=False))
         ws.data_received(client_frame(0x0, text[2:5], fin=False))
@@ -474,9 +470,7 @@ def test_invalid_utf8_in_a_text_message_closes_with_1007() -> None:
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen))
         ws.data_received(client_frame(0x1, b"ok \xff\xfe"))
         await settle()
         events = client_events(client, transport)
@@ -491,9 +485,7 @@ def test_a_ping_gets_its_pong_and_the_app_hears_nothing() -> None:
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen))
         ws.data_received(client.send(Ping(payload=b"are you there")))
         await settle()
         events = client_events(client, transport)
@@ -510,9 +502,7 @@ def test_a_message_over_max_size_closes_with_1009_in_one_frame_or_many() -> None
         seen: list[dict[str, Any]] = []
 
         async def main() -> None:
-            client, transport, ws = accepted(recording_app(seen), WebSocketLimits(max_size=100))
-            await settle()
-            client_events(client, transport)
+            client, transport, ws = await opened(recording_app(seen), WebSocketLimits(max_size=100))
             for data in frames:
                 ws.data_received(data)
             await settle()
@@ -529,9 +519,7 @@ def test_the_clients_close_code_and_reason_reach_the_app_and_are_answered() -> N
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen))
         ws.data_received(client.send(CloseConnection(code=4001, reason="bye now")))
         await settle()
         events = client_events(client, transport)
@@ -548,10 +536,8 @@ def test_an_app_that_accepts_a_subprotocol_the_client_did_not_offer_gets_500() -
         await send({"type": "websocket.accept", "subprotocol": "graphql-ws"})
 
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE),
-                  client.send(Request(host="x", target="/", subprotocols=["chat"])))
+        client, transport, _ = handshake(
+            app, Request(host="x", target="/", subprotocols=["chat"]))
         await settle()
         events = client_events(client, transport)
         assert isinstance(events[0], RejectConnection) and events[0].status_code == 500
@@ -571,9 +557,7 @@ def test_an_app_response_to_the_handshake_arrives_whole_from_parts() -> None:
         await send({"type": "websocket.http.response.body", "body": b"are you?"})
 
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        hand_over(transport, app, dict(HTTP_SCOPE), client.send(Request(host="x", target="/")))
+        client, transport, _ = handshake(app)
         await settle()
         events = client_events(client, transport)
         assert isinstance(events[0], RejectConnection) and events[0].status_code == 401
@@ -593,11 +577,9 @@ def test_a_head_the_http_gate_admits_is_not_refused_by_the_backend() -> None:
         await send({"type": "websocket.accept"})
 
     async def main() -> None:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
         extra = [(b"x-field-%d" % i, b"v") for i in range(200)] + [(b"cookie", b"c" * 20000)]
-        hand_over(transport, app, dict(HTTP_SCOPE),
-                  client.send(Request(host="x", target="/", extra_headers=extra)))
+        client, transport, _ = handshake(
+            app, Request(host="x", target="/", extra_headers=extra))
         await settle()
         assert isinstance(client_events(client, transport)[0], AcceptConnection)
         transport.protocol.task.cancel()
@@ -646,9 +628,7 @@ def test_any_split_of_the_bytes_gives_the_same_messages_and_answers(
     seen: list[dict[str, Any]] = []
 
     async def main() -> list[Any]:
-        client, transport, ws = accepted(echo_app(seen), WebSocketLimits(max_size=100_000))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(echo_app(seen), WebSocketLimits(max_size=100_000))
         for start in range(0, len(stream), chunk):
             ws.data_received(stream[start:start + chunk])
         await settle()  # the app echoes
@@ -696,9 +676,7 @@ def test_an_unmasked_client_frame_closes_with_1002() -> None:
     seen: list[dict[str, Any]] = []
 
     async def main() -> None:
-        client, transport, ws = accepted(recording_app(seen))
-        await settle()
-        client_events(client, transport)
+        client, transport, ws = await opened(recording_app(seen))
         ws.data_received(bytes([0x81, 3]) + b"hel")  # short: no room for a mask
         await settle()
         events = client_events(client, transport)
@@ -714,11 +692,8 @@ def test_compressed_messages_both_ways_when_deflate_is_negotiated() -> None:
     seen: list[dict[str, Any]] = []
 
     async def main() -> list[Any]:
-        client = WSConnection(ConnectionType.CLIENT)
-        transport = FakeTransport()
-        ws = hand_over(transport, echo_app(seen), dict(HTTP_SCOPE),
-                       client.send(Request(host="x", target="/",
-                                           extensions=[PerMessageDeflate()])))
+        client, transport, ws = handshake(
+            echo_app(seen), Request(host="x", target="/", extensions=[PerMessageDeflate()]))
         await settle()
         assert [e.name for e in client_events(client, transport)[0].extensions] == \
             ["permessage-deflate"]
