@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -220,7 +221,14 @@ class Worker:
     # ------------------------------------------------------------ heartbeat
 
     def notify_ready(self) -> None:
-        """Tell the master this worker serves; start the event-loop heartbeat."""
+        """Tell the master this worker serves; start the event-loop heartbeat.
+
+        What is alive by now (the app and its imports, the heap inherited from the
+        master) lives as long as the worker: ``gc.freeze()`` takes it out of the cyclic
+        collector, so a full collection under load walks what requests made, not 50k
+        boot objects (15 ms with FastAPI, each one a pause for every request in flight),
+        and never writes to the pages the worker shares with the master."""
+        gc.freeze()
         self._send(Kind.READY)
         self.ready = True
         assert self.loop is not None

@@ -409,23 +409,32 @@ class HttpConnection(asyncio.Protocol):
             return
         loop = self.loop
         context = contextvars.copy_context()
-        first: list[Any] = []  # (the app's coroutine, what it waits on) once it waits
-        task = asyncio.Task(self._finish(first, cycle), loop=loop, context=context)
+        # (the app's coroutine, what it waits on, the cycle) once it waits. Until then the
+        # task holds nothing of the request: an app done in one step leaves a task whose
+        # own step (next turn) finds this empty, and the request's objects die now rather
+        # than outliving a young-generation collection (64 connections' worth of FastAPI
+        # scopes promoted per turn made a full collection, 15 ms, run every second).
+        waiting: list[Any] = []
+        task = asyncio.Task(self._finish(waiting), loop=loop, context=context)
+        outcome: BaseException | None = None
+        suspended = False
         _enter_task(loop, task)
         try:
-            first.append(context.run(_first_step, server.app, cycle))
+            coro, waiting_on = context.run(_first_step, server.app, cycle)
+            suspended = True
         except StopIteration:
-            outcome: BaseException | None = None
+            pass
         except BaseException as exc:
             outcome = exc
         finally:
             _leave_task(loop, task)
-        if not first:  # done in one step; the task's own step has nothing left to do
+        if not suspended:  # done in one step
             self._finished(cycle, outcome)
             return
+        waiting.extend((coro, waiting_on, cycle))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
-        task.add_done_callback(lambda _: self._cancelled_early(first, cycle))
+        task.add_done_callback(lambda _: self._cancelled_early(waiting))
 
     def _answer_health(self, cycle: HttpCycle) -> None:
         """--health-path: answered here, never by the app, and counted nowhere
@@ -441,10 +450,10 @@ class HttpConnection(asyncio.Protocol):
             self.server.log_access(cycle, self.client)
         self._after(cycle)
 
-    async def _finish(self, first: list[Any], cycle: HttpCycle) -> None:
-        if not first:
+    async def _finish(self, waiting: list[Any]) -> None:
+        if not waiting:
             return
-        coro, waiting_on = first[0]
+        coro, waiting_on, cycle = waiting
         try:
             await _resume(coro, waiting_on)
         except BaseException as exc:
@@ -454,11 +463,12 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._finished(cycle, None)
 
-    def _cancelled_early(self, first: list[Any], cycle: HttpCycle) -> None:
+    def _cancelled_early(self, waiting: list[Any]) -> None:
         """A task cancelled before its own first step never ran ``_finish``:
         close the app's coroutine (its finally blocks run) and finish here."""
-        if self.running is cycle and first:
-            first[0][0].close()
+        coro, _, cycle = waiting
+        if self.running is cycle:
+            coro.close()
             self._finished(cycle, asyncio.CancelledError())
 
     def _run_next(self) -> None:
