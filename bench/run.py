@@ -62,6 +62,8 @@ HELLO_BODY = b"Hello, world!"
 JSON_PAYLOAD = {"message": "Hello, world!", "items": [1, 2, 3], "ok": True}
 STREAM_BODY = bytes(range(256)) * 256 * 16
 POST_SIZE = 16384
+UPLOAD_SIZE = 1 << 20
+FILE_BODY = bytes(range(256)) * 200  # bench/apps/file_50k.py's file
 HZ = noise.clock_ticks_per_second()
 
 # ---------------------------------------------------------------------------
@@ -372,13 +374,29 @@ def check_json(port: int) -> dict:
     return headers
 
 
-def check_post(port: int) -> dict:
+def _check_upload(port: int, size: int) -> dict:
     status, headers, body, conn = http_request(
-        port, "POST", "/", body=b"a" * POST_SIZE,
+        port, "POST", "/", body=b"a" * size,
         headers={"Content-Type": "application/octet-stream"})
     conn.close()
     expect(status == 200, f"status {status}")
-    expect(body == str(POST_SIZE).encode(), f"body {body[:60]!r} (want {POST_SIZE})")
+    expect(body == str(size).encode(), f"body {body[:60]!r} (want {size})")
+    return headers
+
+
+def check_post(port: int) -> dict:
+    return _check_upload(port, POST_SIZE)
+
+
+def check_upload(port: int) -> dict:
+    return _check_upload(port, UPLOAD_SIZE)
+
+
+def check_file(port: int) -> dict:
+    status, headers, body, conn = http_request(port, "GET", "/file")
+    conn.close()
+    expect(status == 200, f"status {status}")
+    expect(body == FILE_BODY, f"{len(body)} bytes, want the {len(FILE_BODY)}-byte file")
     return headers
 
 
@@ -534,6 +552,10 @@ SCENARIOS = [
              about="POST with a 16 KiB body, read in full by the app, which answers its length"),
     Scenario("stream-1m", "wrk", "stream:app", "/", check_stream, raw=True,
              about="1 MiB response sent as 16 ASGI body messages of 64 KiB"),
+    Scenario("upload-1m", "wrk", "post:app", "/", check_upload, lua=["upload1m.lua"],
+             about="POST with a 1 MiB body, streamed to the app, which reads it all and answers its length"),
+    Scenario("file-50k", "wrk", "file_50k:app", "/file", check_file,
+             about="FastAPI FileResponse of a 50 KiB file (http.response.pathsend where offered)"),
     Scenario("websocket", "ws", "ws_echo:app", "/", check_ws,
              about="WebSocket echo round trips per second, 64-byte text messages, one in flight per client"),
     Scenario("connect", "wrk", "hello:app", "/", check_connect, headers=["Connection: close"], raw=True,
