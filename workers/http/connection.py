@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from asyncio.tasks import _enter_task, _leave_task  # (3.10-3.13) the first step as the task's
 import logging
 import socket
 import struct
-import time
-import types
 from collections import deque
 from typing import Any
 from urllib.parse import unquote
 
 from workers.http import filesend
+from workers.http.app_steps import enter_task, first_step, leave_task, resume
 from workers.http.cycle import SPEC_VERSION, HttpCycle, scope_extensions, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
-from workers.http.framing import Head
+from workers.http.framing import Head, origin_form
 from workers.http.proxy import apply_proxy_headers
 from workers.http.proxy_protocol import (ProxyProtocolError, ProxyProtocolParser, ProxyResult,
                                           could_start_header)
@@ -193,7 +191,7 @@ class HttpConnection(asyncio.Protocol):
         self.head_timer = False
         target = head.target
         if target[:1] != b"/" and target[:4].lower() == b"http":
-            target = _origin_form(target)
+            target = origin_form(target)
         path_bytes, _, query = target.partition(b"?")
         root = self.config.root_path
         try:
@@ -389,12 +387,7 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ running the app
 
     def _run(self, cycle: HttpCycle) -> None:
-        """Run the app's first step now, as the first step of its own Task: an
-        app that does not wait has its response out in this turn of the loop,
-        and ``asyncio.current_task()`` is that Task from the app's first line on
-        (sniffio and so anyio -- Starlette's FileResponse, FastAPI's sync
-        endpoints -- and ``asyncio.timeout`` need one; a cancel scope opened in
-        the first step is closed in the same task). Each request runs in its
+        """Run the app's first step now, as its own Task's (``app_steps``), in its
         own copy of the context, as a Task would."""
         self.running = cycle
         if self.health_path is not None and cycle.scope["raw_path"] == self.health_path:
@@ -418,16 +411,16 @@ class HttpConnection(asyncio.Protocol):
         task = asyncio.Task(self._finish(waiting), loop=loop, context=context)
         outcome: BaseException | None = None
         suspended = False
-        _enter_task(loop, task)
+        enter_task(loop, task)
         try:
-            coro, waiting_on = context.run(_first_step, server.app, cycle)
+            coro, waiting_on = context.run(first_step, server.app, cycle)
             suspended = True
         except StopIteration:
             pass
         except BaseException as exc:
             outcome = exc
         finally:
-            _leave_task(loop, task)
+            leave_task(loop, task)
         if not suspended:  # done in one step
             self._finished(cycle, outcome)
             return
@@ -455,7 +448,7 @@ class HttpConnection(asyncio.Protocol):
             return
         coro, waiting_on, cycle = waiting
         try:
-            await _resume(coro, waiting_on)
+            await resume(coro, waiting_on)
         except BaseException as exc:
             self._finished(cycle, exc)
             if isinstance(exc, asyncio.CancelledError):
@@ -592,51 +585,6 @@ class HttpConnection(asyncio.Protocol):
             self._arm(min(self.config.keep_alive_s, 1.0) or 0.01)
 
 
-def _origin_form(target: bytes) -> bytes:
-    """RFC 9112 3.2.2: a server must accept the absolute form (what a proxy
-    sends); the app sees the path and query as if the origin form came."""
-    scheme, sep, rest = target.partition(b"://")
-    if not sep or scheme.lower() not in (b"http", b"https"):
-        return target
-    start = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
-    path = rest[start:]
-    return path if path.startswith(b"/") else b"/" + path
-
-
-def _first_step(app: Any, cycle: HttpCycle) -> tuple[Any, Any]:
-    """Call the app and run it to its first suspension (StopIteration: done)."""
-    coro = app(cycle.scope, cycle.receive, cycle.send)
-    if type(coro) is not types.CoroutineType:
-        coro = _awaited(coro)
-    return coro, coro.send(None)
-
-
-async def _awaited(awaitable: Any) -> Any:
-    """Make any awaitable an app may return into a coroutine we can step."""
-    return await awaitable
-
-
-@types.coroutine
-def _resume(coro: Any, waiting_on: Any) -> Any:
-    """Drive a coroutine whose first step already ran, as ``yield from`` would."""
-    while True:
-        try:
-            value = yield waiting_on
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # cancellation or close: hand it to the app
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                waiting_on = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
-
-
 FLUSH_AT = 256 * 1024  # queued body bytes written at once (held per connection at most)
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
@@ -655,7 +603,3 @@ def _addr(value: Any) -> Any:
 
 def _printable(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")[:200]
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -535,3 +535,14 @@ class GatedParser:
     def _check(self, head: Head) -> None:
         """Raise the backend's refusal of an odd head the gate accepted (a backstop)."""
         raise NotImplementedError
+
+
+def origin_form(target: bytes) -> bytes:
+    """RFC 9112 3.2.2: a server must accept the absolute form (what a proxy
+    sends); the app sees the path and query as if the origin form came."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    start = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    path = rest[start:]
+    return path if path.startswith(b"/") else b"/" + path
