@@ -21,7 +21,7 @@ from workers.http.app_steps import enter_task, first_step, leave_task, resume
 from workers.http.cycle import SPEC_VERSION, HttpCycle, scope_extensions, simple_response
 from workers.http.errors import ClientDisconnected, RemoteProtocolError
 from workers.http.framing import Head, origin_form
-from workers.http.proxy import apply_proxy_headers
+from workers.http.proxy import apply_proxy_headers, asgi_address
 from workers.http.proxy_protocol import (ProxyProtocolError, ProxyProtocolParser, ProxyResult,
                                           could_start_header)
 from workers.http.timeouts import Expiry, on_deadline
@@ -80,8 +80,8 @@ class HttpConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.client = _addr(transport.get_extra_info("peername"))
-        self.server_addr = _addr(transport.get_extra_info("sockname"))
+        self.client = asgi_address(transport.get_extra_info("peername"))
+        self.server_addr = asgi_address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
             self.tls = self.server.tls_extension(transport)
@@ -402,11 +402,9 @@ class HttpConnection(asyncio.Protocol):
             return
         loop = self.loop
         context = contextvars.copy_context()
-        # (the app's coroutine, what it waits on, the cycle) once it waits. Until then the
-        # task holds nothing of the request: an app done in one step leaves a task whose
-        # own step (next turn) finds this empty, and the request's objects die now rather
-        # than outliving a young-generation collection (64 connections' worth of FastAPI
-        # scopes promoted per turn made a full collection, 15 ms, run every second).
+        # (the app's coroutine, what it waits on, the cycle) once it waits; until then
+        # the task holds nothing of the request, whose objects die with its response
+        # (held to the next turn, they were promoted by the GC: see app_steps)
         waiting: list[Any] = []
         task = asyncio.Task(self._finish(waiting), loop=loop, context=context)
         outcome: BaseException | None = None
@@ -591,14 +589,6 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RS
 
 class _Upgraded(Exception):
     """Raised out of the parser once the transport belongs to the websocket."""
-
-
-def _addr(value: Any) -> Any:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    if isinstance(value, str) and value:
-        return (value, None)
-    return None
 
 
 def _printable(text: str) -> str:

@@ -44,6 +44,16 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 # --------------------------------------------------------------------------- trust
 
 
+def asgi_address(value: Any) -> Any:
+    """A transport's peername/sockname as an ASGI ``client``/``server`` value:
+    (host, port) for IP, (path, None) for a unix socket, None when unknown."""
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    if isinstance(value, str) and value:
+        return (value, None)
+    return None
+
+
 def parse_ip(text: str) -> IPAddress | None:
     """An IP address from ``text`` or None; scope ids (``%eth0``) are refused."""
     if not text or "%" in text:
