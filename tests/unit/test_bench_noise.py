@@ -139,6 +139,25 @@ def changed(**updates: tuple[int, int] | None) -> list[Proc]:
         # same process: only its new ticks count
         snap(1003, 51.0, changed(p400=None) + [Proc(400, 1, "kworker/1:1-events", 73, 0)]),
         dict(other_ticks=3, top_other=(("kworker/1:1-events", 400, 3),)), id="renamed"),
+    pytest.param(
+        # the bench's own loopback softirq on an idle CPU: 20 irq ticks charged to nobody
+        snap(1207, 51.0, changed(p201=(140, 0), p300=(125, 0), p100=(12, 40)), irq=30),
+        dict(server_ticks=90, client_ticks=97, other_ticks=0, irq_ticks=20, idle_irq_ticks=20),
+        id="irq-on-idle"),
+    pytest.param(
+        # 30 ticks charged to nobody, only 10 of them interrupts: 20 stay other CPU
+        snap(1217, 51.0, changed(p201=(140, 0), p300=(125, 0), p100=(12, 40)), irq=20),
+        dict(other_ticks=20, idle_irq_ticks=10), id="unexplained-busy"),
+    pytest.param(
+        # a competitor's interrupts do not hide it: its own ticks are other CPU
+        snap(1230, 51.0, changed(p201=(140, 0), p300=(125, 0), p100=(12, 40), p400=(100, 0)),
+             irq=40),
+        dict(other_ticks=30, idle_irq_ticks=13), id="competitor-and-irq"),
+    pytest.param(
+        # a short-lived command that its (unrelated) parent reaped is other CPU, not idle irq
+        snap(1212, 51.0, changed(p201=(140, 0), p300=(125, 0), p100=(12, 40), p400=(70, 25)),
+             irq=40),
+        dict(other_ticks=25, idle_irq_ticks=0), id="reaped-by-another"),
 ])
 def test_interval(after, want):
     got = noise.interval(BEFORE, after, server=200, bench=100, hz=100)
@@ -160,7 +179,7 @@ def test_record_is_in_seconds_and_percent_of_a_core():
     assert iv.record(hz=100) == {
         "interval_s": 10.0, "server_cpu_s": 9.5, "client_cpu_s": 9.0, "other_cpu_s": 1.2,
         "server_core_pct": 95.0, "client_core_pct": 90.0, "other_core_pct": 12.0,
-        "irq_core_pct": 4.0, "steal_core_pct": 1.0,
+        "irq_core_pct": 4.0, "steal_core_pct": 1.0, "idle_irq_core_pct": 0.0,
         "top_other": [{"comm": "pytest", "pid": 9, "core_pct": 10.0}]}
 
 
