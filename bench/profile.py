@@ -75,7 +75,7 @@ def load_argv(kind: str | None, port: int, path: str, seconds: float) -> list[st
     if kind == "ws":
         return ["taskset", "-c", "1", sys.executable, str(BENCH / "ws_client.py"),
                 f"ws://{HOST}:{port}/", "--duration", str(seconds)]
-    argv = ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s"]
+    argv = ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{int(seconds)}s"]
     if kind:
         argv += ["-s", str(LUA / kind)]
     return argv + [f"http://{HOST}:{port}{path}"]
