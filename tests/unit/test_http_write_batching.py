@@ -9,54 +9,17 @@ import asyncio
 from typing import Any
 
 import pytest
-import uvloop
 
-from arbiter.config import resolve
-from workers.http.connection import FLUSH_AT, HttpConnection
-from workers.http.server import HttpServer
+from tests.unit.fake_http import REQUEST, RUNNERS, Transport, connected
+from workers.http.connection import FLUSH_AT
 
-RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
-REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 CHUNK = bytes(range(256)) * 256  # 64 KiB
-
-
-class Transport:
-    """Records what reaches the transport and in how many calls."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.calls = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "a write after close"
-        self.out += data
-        self.calls += 1
-
-    def writelines(self, data: list[bytes]) -> None:
-        assert not self.closed, "a write after close"
-        self.out += b"".join(data)
-        self.calls += 1
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name)
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def get_write_buffer_size(self) -> int: return 0
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _serve(runner: str, app: Any, check: Any) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        config = resolve({"app": "x:app", "access_log": False}, {}).http()
-        server = HttpServer(app, config, lifespan_state={}, loop=loop)
-        conn = HttpConnection(server)
-        transport = Transport()
-        conn.connection_made(transport)  # type: ignore[arg-type]
+        server, conn, transport = connected(app, loop)
         loop.call_soon(conn.data_received, REQUEST)  # from the loop, as a socket read
         await asyncio.sleep(0)  # deliberate (noqa: sleep): one loop turn
         await check(transport)

@@ -17,38 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
-from arbiter.config import resolve
-from workers.http.connection import HttpConnection
-from workers.http.server import HttpServer
+from tests.unit.fake_http import REQUEST, RUNNERS, connected
 
 REPO = Path(__file__).resolve().parents[2]
-RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
-REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 class Marker:
     """Something of the request's, put in its scope by the app."""
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.out += b"".join(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name)
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def get_write_buffer_size(self) -> int: return 0
-    def close(self) -> None: ...
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -66,11 +42,7 @@ def test_a_request_done_in_one_step_is_not_kept_alive_by_its_task(runner: str) -
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        config = resolve({"app": "x:app", "access_log": False}, {}).http()
-        server = HttpServer(app, config, lifespan_state={}, loop=loop)
-        conn = HttpConnection(server)
-        transport = Transport()
-        conn.connection_made(transport)  # type: ignore[arg-type]
+        _, conn, transport = connected(app, loop)
         seen: asyncio.Future[bool] = loop.create_future()
 
         def read() -> None:  # from a loop callback, as a socket read
