@@ -8,7 +8,7 @@ way, by putting it first on PYTHONPATH), never their rates with bench/run.py's.
 The worker runs pinned to core 0, the load (wrk or ws_client.py) to core 1, as in
 run.py. Needs py-spy (``pip install py-spy``) and root or ptrace rights.
 
-Usage: bench/.venv/bin/python bench/profile.py [--tree DIR] [--seconds 4]
+Usage: bench/.venv/bin/python bench/worker_profile.py [--tree DIR] [--seconds 4]
        [--scenarios hello,fastapi-json,...] [--top 12]
 """
 
