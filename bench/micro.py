@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import pstats
 import sys
 import time
@@ -48,42 +49,19 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 
-async def read_body(scope, receive, send):
-    """bench/apps/post.py: read the whole body, answer with its length."""
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        size += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = str(size).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def fastapi_read_body():
-    """bench/apps/post_fastapi.py (imported only when asked for: FastAPI is the bench's)."""
+def bench_app(module: str):
+    """The ``app`` of a bench/apps module (the one bench/run.py serves), imported when
+    asked for: FastAPI is the bench's dependency, not the project's."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
-    from post_fastapi import app
-    return app
-
-
-def fastapi_json():
-    """bench/apps/fastapi_json.py (the fastapi-json scenario's app)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
-    from fastapi_json import app
-    return app
+    return importlib.import_module(module).app
 
 
 JSON_GET = REQUEST.replace(b"GET / ", b"GET /json ")
-CASES = {"hello": (hello, REQUEST), "post-16k": (read_body, POST),
-         "post-16k-chunked": (read_body, POST_CHUNKED),
-         "post-16k-fastapi": (fastapi_read_body, POST),
-         "fastapi-json": (fastapi_json, JSON_GET)}
+CASES = {"hello": (lambda: hello, REQUEST),
+         "post-16k": (lambda: bench_app("post"), POST),
+         "post-16k-chunked": (lambda: bench_app("post"), POST_CHUNKED),
+         "post-16k-fastapi": (lambda: bench_app("post_fastapi"), POST),
+         "fastapi-json": (lambda: bench_app("fastapi_json"), JSON_GET)}
 ANSWERS = {"hello": b"Hello, world!",
            "fastapi-json": b'{"message":"Hello, world!","items":[1,2,3],"ok":true}'}
 
@@ -122,8 +100,7 @@ def main() -> None:
     else:
         loop = asyncio.new_event_loop()
     app, request = CASES[args.case]
-    if "fastapi" in args.case:
-        app = app()
+    app = app()
     step = -(-len(request) // args.pieces)
     pieces = [request[i:i + step] for i in range(0, len(request), step)]
     server = HttpServer(app, config, lifespan_state={}, loop=loop)
